@@ -1,0 +1,3 @@
+from gocare_voice.cli import main
+
+main()

@@ -1,0 +1,160 @@
+"""Who is on the other end: metadata -> identity -> greeting.
+
+Pure functions with no LiveKit import: the worker, ``gocare test-metadata`` and the token service all use
+these, so what the CLI prints is exactly what the agent will do. Malformed input of any kind means
+"no identity" plus a reason, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MAX_METADATA_CHARS = 64 * 1024
+MAX_FIELD_CHARS = 128
+
+_ID_KEYS = ("userId", "user_id", "userid", "uid", "id")
+_NAME_KEYS = ("userName", "user_name", "username", "name", "fullName", "full_name", "displayName")
+
+SAMPLE_METADATA = '{"userId": "user-123", "userName": "John Doe"}'
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user_id: str | None = None
+    user_name: str | None = None
+    source: str | None = None
+
+    @property
+    def found(self) -> bool:
+        return bool(self.user_id or self.user_name)
+
+    @property
+    def first_name(self) -> str | None:
+        return first_name(self.user_name)
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataReading:
+    """What one metadata value yielded; ``problem`` says why nothing came out of a non-empty value."""
+
+    identity: Identity
+    problem: str | None = None
+
+
+def _clean_text(value: Any) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        value = str(value) if isinstance(value, int) else None
+        if value is None:
+            return None
+    if not isinstance(value, str):
+        return None
+    text = "".join(ch for ch in value if unicodedata.category(ch)[0] != "C").strip()
+    text = " ".join(text.split())
+    if not text:
+        return None
+    return text[:MAX_FIELD_CHARS]
+
+
+def _pick(data: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        if key in data:
+            found = _clean_text(data[key])
+            if found:
+                return found
+    return None
+
+
+def identity_from_mapping(data: Mapping[str, Any], *, source: str) -> Identity:
+    user = data.get("user")
+    if isinstance(user, Mapping):
+        nested = identity_from_mapping(user, source=source)
+        if nested.found:
+            return nested
+    return Identity(user_id=_pick(data, _ID_KEYS), user_name=_pick(data, _NAME_KEYS), source=source)
+
+
+def read_metadata(raw: str | bytes | Mapping[str, Any] | None, *, source: str = "metadata") -> MetadataReading:
+    """Parse one metadata value (participant metadata, dispatch metadata, a CLI argument)."""
+    if raw is None:
+        return MetadataReading(Identity())
+    if isinstance(raw, Mapping):
+        return MetadataReading(identity_from_mapping(raw, source=source))
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        try:
+            raw = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            return MetadataReading(Identity(), "metadata is not valid UTF-8")
+    if not isinstance(raw, str):
+        return MetadataReading(Identity(), f"metadata has unexpected type {type(raw).__name__}")
+    text = raw.strip()
+    if not text:
+        return MetadataReading(Identity())
+    if len(text) > MAX_METADATA_CHARS:
+        return MetadataReading(Identity(), f"metadata too large ({len(text)} characters)")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return MetadataReading(Identity(), "metadata is not valid JSON")
+    if not isinstance(data, dict):
+        return MetadataReading(Identity(), f"metadata JSON is a {type(data).__name__}, not an object")
+    identity = identity_from_mapping(data, source=source)
+    if not identity.found:
+        return MetadataReading(identity, "metadata has no userId or userName")
+    return MetadataReading(identity)
+
+
+def merge_identities(*identities: Identity) -> Identity:
+    """First non-empty value wins for each field, in the order given (most trusted first)."""
+    user_id = next((i.user_id for i in identities if i.user_id), None)
+    user_name = next((i.user_name for i in identities if i.user_name), None)
+    source = next((i.source for i in identities if i.user_id or i.user_name), None)
+    return Identity(user_id=user_id, user_name=user_name, source=source)
+
+
+def identity_from_participant(
+    *, metadata: Any = None, attributes: Mapping[str, Any] | None = None, job_metadata: Any = None
+) -> tuple[Identity, list[str]]:
+    """Everything the worker knows about a participant -> one identity, plus the problems seen.
+
+    Order of trust: the participant's own metadata (written into the token by our token service or set by
+    the app), then its attributes, then the dispatch metadata.
+    """
+    problems: list[str] = []
+    readings = [read_metadata(metadata, source="participant.metadata")]
+    attrs: Mapping[str, Any] = attributes if isinstance(attributes, Mapping) else {}
+    readings.append(MetadataReading(identity_from_mapping(attrs, source="participant.attributes")))
+    readings.append(read_metadata(job_metadata, source="job.metadata"))
+    for reading, label in zip(readings, ("participant.metadata", "participant.attributes", "job.metadata")):
+        if reading.problem:
+            problems.append(f"{label}: {reading.problem}")
+    return merge_identities(*(r.identity for r in readings)), problems
+
+
+def first_name(full_name: str | None) -> str | None:
+    if not full_name:
+        return None
+    parts = full_name.split()
+    return parts[0] if parts else None
+
+
+def greeting_text(identity: Identity | None) -> str:
+    name = identity.first_name if identity else None
+    if name:
+        return f"Welcome {name}! Please say your registered mobile number."
+    return "Welcome. Please say your registered mobile number."
+
+
+def welcome_payload(identity: Identity) -> dict[str, Any]:
+    """The welcome data packet the agent sends on topic ``gocare`` (see docs/protocol.md)."""
+    return {
+        "type": "welcome",
+        "message": greeting_text(identity),
+        "userId": identity.user_id,
+        "userName": identity.user_name,
+    }
