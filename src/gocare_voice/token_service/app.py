@@ -1,0 +1,191 @@
+"""The token service: LiveKit tokens with the agent dispatch, health, and the voice upload.
+
+``create_app(settings)`` builds everything from the settings passed in; nothing is read from the environment
+here. Handlers parse the body themselves with orjson and return pre-serialised responses: the token
+endpoints are the hot path a whole app fleet hits on every call start, and this keeps them several times
+cheaper than pydantic request/response models (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gocare_voice import __version__
+from gocare_voice.settings import AuthMode, Settings
+from gocare_voice.token_service.auth import Authenticator, Caller
+from gocare_voice.token_service.deps import Services, read_json_body, require_caller
+from gocare_voice.token_service.errors import ApiError
+from gocare_voice.token_service.minting import TokenMinter, TokenRequest
+from gocare_voice.token_service.ratelimit import RateLimiter
+from gocare_voice.token_service.validation import (
+    check_attributes,
+    check_metadata_object,
+    check_name,
+    check_room_config,
+)
+
+log = logging.getLogger("gocare.token_service")
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _participant_metadata(extra: dict[str, Any], *, user_id: str, user_name: str) -> str:
+    """The metadata the worker reads: the service's own ``userId``/``userName`` always win over what the
+    caller sent, so a caller cannot pose as someone else through metadata."""
+    return orjson.dumps({**extra, "userId": user_id, "userName": user_name}).decode()
+
+
+def _identity_for(caller: Caller, requested: str | None) -> str:
+    if caller.subject is None:
+        return requested or f"user-{secrets.token_hex(6)}"
+    if requested is not None and requested != caller.subject:
+        raise ApiError(403, "identity_mismatch", "the requested identity is not the authenticated user")
+    subject = check_name(caller.subject, field="sub claim")
+    assert subject is not None
+    return subject
+
+
+def _name_for(caller: Caller, requested: str | None, identity: str) -> str:
+    if caller.name:
+        return check_name(caller.name, field="name claim") or identity
+    return requested or identity
+
+
+def _require_object(body: object) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(422, "validation_error", f"the body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def create_app(settings: Settings) -> FastAPI:
+    services = Services(
+        settings=settings,
+        minter=TokenMinter.from_settings(settings),
+        authenticator=Authenticator(settings=settings),
+        limiter=RateLimiter(limit=settings.rate[0], period=settings.rate[1]) if settings.rate else None,
+    )
+    app = FastAPI(
+        title="gocare-voice token service",
+        version=__version__,
+        description="LiveKit tokens for the GoCare app (with the agent dispatch), voice upload, health.",
+    )
+    app.state.services = services
+    server_url = settings.livekit_url
+    body_limit = settings.max_body_bytes
+    minter = services.minter
+
+    if settings.auth_mode is AuthMode.none:
+        log.warning("caller authentication is OFF (GOCARE_AUTH_MODE=none): anyone can get a token; "
+                    "use GOCARE_AUTH_MODE=jwt in production")
+
+    if settings.origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, error: ApiError) -> Response:
+        return _json(error.status, error.body(), {**_NO_STORE, **error.headers})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, error: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return _json(error.status_code, {"error": code, "detail": str(error.detail)}, getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, error: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}" for e in error.errors()
+        )
+        return _json(422, {"error": "validation_error", "detail": problems or "invalid request"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> Response:
+        log.error("unexpected error on %s %s: %s", request.method, request.url.path, error.__class__.__name__,
+                  exc_info=error)
+        return _json(500, {"error": "internal_error", "detail": "unexpected server error; it has been logged"})
+
+    @app.post("/getToken", tags=["tokens"], summary="Token for the GoCare app (legacy shape)")
+    async def get_token(request: Request) -> Response:
+        """Body ``{room, identity, name}`` -> ``{token, serverUrl, roomName, participantName}``."""
+        caller = await require_caller(request)
+        body = _require_object(await read_json_body(request, limit=body_limit))
+        room = check_name(body.get("room"), field="room")
+        requested = check_name(body.get("identity"), field="identity", required=caller.subject is None)
+        identity = _identity_for(caller, requested)
+        name = _name_for(caller, check_name(body.get("name"), field="name", required=False), identity)
+        assert room is not None
+        token = minter.mint(TokenRequest(
+            room=room, identity=identity, name=name,
+            metadata=_participant_metadata({}, user_id=identity, user_name=name),
+        ))
+        return _json(200, {"token": token, "serverUrl": server_url, "roomName": room, "participantName": name},
+                     _NO_STORE)
+
+    @app.post("/api/token", status_code=201, tags=["tokens"], summary="LiveKit standard token endpoint")
+    async def standard_token(request: Request) -> Response:
+        """What the client SDKs' ``TokenSource.endpoint`` call: snake_case body, all fields optional ->
+        ``201 {server_url, participant_token, room_name, participant_name}``."""
+        caller = await require_caller(request)
+        body = _require_object(await read_json_body(request, limit=body_limit))
+        dispatch_metadata = check_room_config(body.get("room_config"), agent_name=settings.agent_name)
+        room = check_name(body.get("room_name"), field="room_name", required=False) or (
+            f"gocare-{secrets.token_hex(6)}"
+        )
+        identity = _identity_for(
+            caller, check_name(body.get("participant_identity"), field="participant_identity", required=False)
+        )
+        name = _name_for(
+            caller, check_name(body.get("participant_name"), field="participant_name", required=False), identity
+        )
+        extra = check_metadata_object(body.get("participant_metadata"), field="participant_metadata")
+        attributes = check_attributes(body.get("participant_attributes"))
+        token = minter.mint(TokenRequest(
+            room=room, identity=identity, name=name,
+            metadata=_participant_metadata(extra, user_id=identity, user_name=name),
+            attributes=attributes, dispatch_metadata=dispatch_metadata,
+        ))
+        return _json(
+            201,
+            {"server_url": server_url, "participant_token": token, "room_name": room, "participant_name": name},
+            _NO_STORE,
+        )
+
+    @app.get("/health", tags=["health"], summary="What is configured")
+    async def health() -> Response:
+        return _json(200, {
+            "status": "ok",
+            "version": __version__,
+            "environment": settings.env.value,
+            "agent_name": settings.agent_name,
+            "auth_mode": settings.auth_mode.value,
+            **settings.configuration_facts(),
+        }, _NO_STORE)
+
+    _include_optional_routers(app, settings)
+    return app
+
+
+def _include_optional_routers(app: FastAPI, settings: Settings) -> None:
+    try:
+        from gocare_voice.token_service.voice import build_voice_router
+    except ImportError:  # the voice upload module is optional at this stage of the build
+        return
+    app.include_router(build_voice_router(settings))

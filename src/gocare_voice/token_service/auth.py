@@ -1,0 +1,97 @@
+"""Who is calling the token service.
+
+``none``: anyone (local development; a warning is logged at start). ``jwt``: a bearer token issued by the
+app's own auth (HS256 shared secret or keys from a JWKS URL), with audience and issuer checked when set.
+The participant identity is the token's ``sub``, so a caller can only ever get a LiveKit token for itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from gocare_voice.settings import AuthMode, Settings
+from gocare_voice.token_service.errors import ApiError
+
+log = logging.getLogger("gocare.token_service.auth")
+
+_ASYMMETRIC = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """``subject`` is None when authentication is off; ``rate_key`` identifies the caller for rate limits."""
+
+    subject: str | None
+    name: str | None
+    rate_key: str
+
+
+def _unauthorized(detail: str) -> ApiError:
+    return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+class Authenticator:
+    def __init__(self, *, settings: Settings) -> None:
+        self._mode = settings.auth_mode
+        self._secret = settings.auth_jwt_secret.get_secret_value() if settings.auth_jwt_secret else None
+        self._audience = settings.auth_audience
+        self._issuer = settings.auth_issuer
+        self._name_claim = settings.auth_name_claim
+        self._jwks = jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=True, timeout=5) if (
+            settings.auth_jwks_url and not self._secret
+        ) else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._mode is AuthMode.jwt
+
+    async def authenticate(self, *, authorization: str | None, client_host: str | None) -> Caller:
+        if self._mode is AuthMode.none:
+            return Caller(subject=None, name=None, rate_key=f"ip:{client_host or 'unknown'}")
+        if not authorization:
+            raise _unauthorized("missing 'Authorization: Bearer <token>' header")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("the Authorization header must be 'Bearer <token>'")
+        claims = await self._decode(token.strip())
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject.strip():
+            raise _unauthorized("the token has no 'sub' claim")
+        name = claims.get(self._name_claim)
+        return Caller(subject=subject, name=name if isinstance(name, str) and name.strip() else None,
+                      rate_key=f"sub:{subject}")
+
+    async def _decode(self, token: str) -> dict[str, Any]:
+        options = {"require": ["exp", "sub"], "verify_aud": self._audience is not None}
+        kwargs: dict[str, Any] = {"options": options, "leeway": 30}
+        if self._audience is not None:
+            kwargs["audience"] = self._audience
+        if self._issuer is not None:
+            kwargs["issuer"] = self._issuer
+        try:
+            if self._secret is not None:
+                return jwt.decode(token, self._secret, algorithms=["HS256"], **kwargs)
+            assert self._jwks is not None
+            # PyJWKClient fetches (and caches) keys with blocking I/O: keep it off the event loop.
+            key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+            return jwt.decode(token, key.key, algorithms=_ASYMMETRIC, **kwargs)
+        except jwt.ExpiredSignatureError:
+            raise _unauthorized("the token has expired") from None
+        except jwt.InvalidAudienceError:
+            raise _unauthorized("the token is not meant for this service (audience)") from None
+        except jwt.InvalidIssuerError:
+            raise _unauthorized("the token was issued by someone else (issuer)") from None
+        except jwt.PyJWKClientConnectionError:
+            log.warning("JWKS endpoint unreachable; refusing the request")
+            raise ApiError(503, "auth_unavailable", "the signing keys could not be fetched; try again") from None
+        except jwt.PyJWKClientError as error:
+            raise _unauthorized(f"no signing key for this token ({error.__class__.__name__})") from None
+        except jwt.MissingRequiredClaimError as error:
+            raise _unauthorized(f"the token lacks the '{error.claim}' claim") from None
+        except jwt.InvalidTokenError:
+            raise _unauthorized("the token is not valid (bad signature or format)") from None

@@ -1,0 +1,115 @@
+"""Pure checks of what callers send: names, identities, metadata, room_config. Each failure is an ApiError
+with a message a Flutter developer can act on."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from gocare_voice.token_service.errors import ApiError
+
+MAX_NAME_CHARS = 128
+MAX_METADATA_BYTES = 4096
+MAX_ATTRIBUTES = 32
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in text)
+
+
+def check_name(value: Any, *, field: str, required: bool = True, max_chars: int = MAX_NAME_CHARS) -> str | None:
+    """Room names, identities and display names: a string of 1..max characters, not blank, no control
+    characters (they break logs, dashboards and the client SDKs' own validation)."""
+    if value is None:
+        if required:
+            raise ApiError(422, "validation_error", f"'{field}' is required")
+        return None
+    if not isinstance(value, str):
+        raise ApiError(422, "validation_error", f"'{field}' must be a string, not {type(value).__name__}")
+    if not value.strip():
+        if required:
+            raise ApiError(422, "validation_error", f"'{field}' must not be empty or blank")
+        return None
+    if len(value) > max_chars:
+        raise ApiError(422, "validation_error", f"'{field}' is {len(value)} characters long; at most {max_chars}")
+    if _has_control(value):
+        raise ApiError(422, "validation_error", f"'{field}' must not contain control characters")
+    return value
+
+
+def check_metadata_object(value: Any, *, field: str) -> dict[str, Any]:
+    """Participant metadata is a JSON object (as a string, LiveKit's wire shape, or already an object)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        if len(value.encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
+            raise ApiError(422, "validation_error", f"'{field}' is larger than {MAX_METADATA_BYTES} bytes")
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise ApiError(422, "validation_error", f"'{field}' must be a JSON object encoded as a string") from None
+    if not isinstance(value, dict):
+        raise ApiError(422, "validation_error", f"'{field}' must be a JSON object")
+    return value
+
+
+def check_attributes(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ApiError(422, "validation_error", "'participant_attributes' must be an object of strings")
+    if len(value) > MAX_ATTRIBUTES:
+        raise ApiError(422, "validation_error", f"'participant_attributes' has more than {MAX_ATTRIBUTES} keys")
+    for key, item in value.items():
+        check_name(key, field="participant_attributes key")
+        if not isinstance(item, str) or len(item) > MAX_METADATA_BYTES:
+            raise ApiError(
+                422, "validation_error", f"'participant_attributes.{key}' must be a string of at most "
+                f"{MAX_METADATA_BYTES} characters"
+            )
+    return value or None
+
+
+_AGENT_NAME_KEYS = ("agent_name", "agentName")
+
+
+def check_room_config(value: Any, *, agent_name: str) -> str | None:
+    """Client-sent ``room_config`` is never forwarded: the service decides the agent dispatch. Accepted:
+    nothing, ``{}`` (Flutter always sends it), or ``{"agents": [{"agent_name": <ours>, "metadata": "..."}]}``.
+    Returns the dispatch metadata the caller asked for, if any."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ApiError(422, "room_config_refused", "'room_config' must be an object")
+    unknown = sorted(set(value) - {"agents"})
+    if unknown:
+        raise ApiError(
+            422, "room_config_refused",
+            f"room_config may only request the agent dispatch; refused fields: {', '.join(unknown)}",
+        )
+    agents = value.get("agents")
+    if agents is None or agents == []:
+        return None
+    if not isinstance(agents, list) or len(agents) != 1 or not isinstance(agents[0], Mapping):
+        raise ApiError(422, "room_config_refused", "room_config.agents must hold exactly one dispatch object")
+    dispatch = agents[0]
+    extra = sorted(set(dispatch) - {*_AGENT_NAME_KEYS, "metadata"})
+    if extra:
+        raise ApiError(422, "room_config_refused", f"room_config.agents[0] refused fields: {', '.join(extra)}")
+    requested = next((dispatch[k] for k in _AGENT_NAME_KEYS if k in dispatch), agent_name)
+    if requested != agent_name:
+        raise ApiError(
+            422, "room_config_refused", f"this service dispatches agent '{agent_name}', not {requested!r}"
+        )
+    metadata = dispatch.get("metadata")
+    if metadata is None or metadata == "":
+        return None
+    if not isinstance(metadata, str) or len(metadata) > MAX_METADATA_BYTES:
+        raise ApiError(
+            422, "room_config_refused", f"room_config.agents[0].metadata must be a string of at most "
+            f"{MAX_METADATA_BYTES} characters"
+        )
+    return metadata
