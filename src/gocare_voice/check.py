@@ -1,0 +1,67 @@
+"""The configuration facts ``gocare check`` prints (the same ones ``/health`` reports) and the LiveKit
+reachability probe used by ``gocare check --livekit`` and the worker's start-up check."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from gocare_voice.settings import AuthMode, Settings, TTSProvider
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigRow:
+    what: str
+    ok: bool
+    required: bool
+    needed_by: str
+    hint: str
+
+
+def configuration_rows(settings: Settings) -> list[ConfigRow]:
+    tts_hint = {
+        TTSProvider.openai: "GOCARE_TTS_API_KEY or LLM_API_KEY (OpenAI-compatible speech)",
+        TTSProvider.deepgram: "DEEPGRAM_API_KEY (GOCARE_TTS_PROVIDER=deepgram)",
+        TTSProvider.azure: "AZURE_SPEECH_KEY and AZURE_SPEECH_REGION (GOCARE_TTS_PROVIDER=azure)",
+    }[settings.tts_provider]
+    return [
+        ConfigRow("LiveKit server", settings.livekit_configured, True, "token-server, worker",
+                  f"LIVEKIT_URL ({settings.livekit_url}), LIVEKIT_API_KEY, LIVEKIT_API_SECRET"),
+        ConfigRow("LLM", settings.llm_configured, True, "worker, voice upload",
+                  "LLM_API_KEY (+ LLM_BASE_URL, LLM_MODEL_NAME) or GROQ_API_KEY"),
+        ConfigRow("Groq", settings.groq_configured, False, "worker, voice upload", "GROQ_API_KEY"),
+        ConfigRow("Speech-to-text (Deepgram)", settings.deepgram_configured, True, "worker, voice upload",
+                  "DEEPGRAM_API_KEY"),
+        ConfigRow(f"Text-to-speech ({settings.tts_provider.value})", settings.tts_configured, True,
+                  "worker, voice upload", tts_hint),
+        ConfigRow("Azure speech", settings.azure_tts_configured, False, "voice upload (optional)",
+                  "AZURE_SPEECH_KEY, AZURE_SPEECH_REGION"),
+        ConfigRow("Caller authentication", settings.auth_mode is AuthMode.jwt, False, "token-server",
+                  "GOCARE_AUTH_MODE=jwt with GOCARE_AUTH_JWT_SECRET or GOCARE_AUTH_JWKS_URL"),
+    ]
+
+
+async def livekit_reachability(settings: Settings, *, timeout: float) -> tuple[bool, str]:
+    """List rooms once, without livekit-api's region failover: (ok, one line saying what happened)."""
+    import warnings
+
+    import aiohttp
+    from livekit import api
+
+    where = settings.livekit_http_url
+    try:
+        # livekit-api signs its own admin token with PyJWT, which warns about the short development secret.
+        warnings.filterwarnings("ignore", message="The HMAC key is", category=UserWarning)
+        async with api.LiveKitAPI(
+            settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret.get_secret_value(),
+            timeout=aiohttp.ClientTimeout(total=timeout), failover=False,
+        ) as lk:
+            rooms = await lk.room.list_rooms(api.ListRoomsRequest())
+    except api.TwirpError as error:
+        if error.status in (401, 403):
+            return False, f"LiveKit at {where} refused the credentials (LIVEKIT_API_KEY / LIVEKIT_API_SECRET)"
+        return False, f"LiveKit at {where} answered {error.status} {error.code}: {error.message}"
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+        reason = "timed out" if isinstance(error, asyncio.TimeoutError) else error.__class__.__name__
+        return False, f"LiveKit at {where} is unreachable ({reason}); is livekit-server running? (LIVEKIT_URL)"
+    return True, f"LiveKit at {where} answered: {len(rooms.rooms)} room(s)"

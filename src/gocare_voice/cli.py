@@ -1,0 +1,272 @@
+"""The ``gocare`` command line.
+
+Only Typer, rich and our settings are imported at module level: every heavy import (uvicorn, FastAPI,
+livekit.agents, SQLAlchemy) happens inside the command that needs it, so ``gocare --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+from rich.console import Console
+
+from gocare_voice import __version__
+
+if TYPE_CHECKING:
+    from gocare_voice.settings import Settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="gocare",
+    help="GoCare voice backend: LiveKit token service, agent worker and tools.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class _State:
+    env_file: Optional[Path] = Path(".env")
+
+
+_state = _State()
+
+
+def load_cli_settings(**overrides: object) -> Settings:
+    """Settings for a command, or one line per problem on stderr and exit 2 (never a traceback)."""
+    from gocare_voice.settings import SettingsError, load_settings
+
+    try:
+        return load_settings(env_file=_state.env_file, **overrides)
+    except SettingsError as error:
+        for line in error.problems:
+            err_console.print(f"[bold red]error:[/] {line}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def configure_logging(level: str) -> None:
+    import logging
+
+    from gocare_voice.logging_setup import setup_logging
+
+    setup_logging(getattr(logging, level.upper(), logging.INFO))
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"gocare-voice {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    env_file: Path = typer.Option(Path(".env"), "--env-file", help="Read settings from this file if it exists."),
+) -> None:
+    _state.env_file = env_file
+
+
+@app.command("token-server")
+def token_server(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for all)."),
+    port: Optional[int] = typer.Option(None, help="Port (default: PORT, else 8080)."),
+    workers: int = typer.Option(1, min=1, max=64, help="Worker processes."),
+    reload: bool = typer.Option(False, help="Reload on code changes (development)."),
+    log_level: Optional[str] = typer.Option(None, help="Log level (default: LOG_LEVEL)."),
+    access_log: bool = typer.Option(True, help="Log one line per request (paths only, never tokens)."),
+) -> None:
+    """Run the token service: POST /getToken, POST /api/token, POST /voice/upload, GET /health."""
+    overrides = {"log_level": log_level} if log_level else {}
+    settings = load_cli_settings(**overrides)
+    configure_logging(settings.log_level)
+    import os
+
+    import uvicorn
+
+    listen_port = port or settings.port
+    if _state.env_file is not None:
+        os.environ.setdefault("GOCARE_ENV_FILE", str(_state.env_file))
+    if log_level:
+        os.environ["LOG_LEVEL"] = settings.log_level
+    err_console.print(
+        f"gocare token service on http://{host}:{listen_port}  (LiveKit {settings.livekit_url}, "
+        f"agent '{settings.agent_name}', auth {settings.auth_mode.value})", highlight=False,
+    )
+    try:
+        if workers > 1 or reload:
+            uvicorn.run("gocare_voice.token_service.asgi:app_from_env", factory=True, host=host, port=listen_port,
+                        workers=workers, reload=reload, log_level=settings.log_level.lower(),
+                        access_log=access_log, log_config=None)
+        else:
+            from gocare_voice.token_service.app import create_app
+
+            uvicorn.run(create_app(settings), host=host, port=listen_port, log_level=settings.log_level.lower(),
+                        access_log=access_log, log_config=None)
+    except OSError as error:  # e.g. address already in use
+        err_console.print(f"[bold red]error:[/] cannot listen on {host}:{listen_port}: {error.strerror or error}")
+        raise typer.Exit(1) from None
+
+
+@app.command("token")
+def token(
+    room: str = typer.Option(..., help="Room to join."),
+    identity: str = typer.Option(..., help="Participant identity."),
+    name: Optional[str] = typer.Option(None, help="Display name (also userName in the metadata)."),
+    ttl: Optional[str] = typer.Option(None, help="Lifetime, e.g. 900, 15m, 1h (default GOCARE_TTL)."),
+    as_json: bool = typer.Option(False, "--json", help="Print {token, serverUrl, roomName, participantName}."),
+) -> None:
+    """Mint a participant token from the shell, with the same grants and agent dispatch as the service."""
+    overrides = {"token_ttl": ttl} if ttl else {}
+    settings = load_cli_settings(**overrides)
+    from gocare_voice.token_service.errors import ApiError
+    from gocare_voice.token_service.minting import TokenMinter, TokenRequest
+    from gocare_voice.token_service.validation import check_name
+
+    try:
+        room_ok = check_name(room, field="room")
+        identity_ok = check_name(identity, field="identity")
+        name_ok = check_name(name, field="name", required=False) or identity_ok
+    except ApiError as error:
+        err_console.print(f"[bold red]error:[/] {error.detail}", highlight=False)
+        raise typer.Exit(2) from None
+    assert room_ok and identity_ok and name_ok
+    metadata = json.dumps({"userId": identity_ok, "userName": name_ok}, separators=(",", ":"))
+    minted = TokenMinter.from_settings(settings).mint(
+        TokenRequest(room=room_ok, identity=identity_ok, name=name_ok, metadata=metadata)
+    )
+    if as_json:
+        sys.stdout.write(json.dumps({"token": minted, "serverUrl": settings.livekit_url, "roomName": room_ok,
+                                     "participantName": name_ok}) + "\n")
+    else:
+        sys.stdout.write(minted + "\n")
+
+
+@app.command("test-metadata")
+def test_metadata(
+    metadata: Optional[str] = typer.Argument(None, help="Participant metadata JSON (a sample when omitted)."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Read the metadata from this file."),
+    strict: bool = typer.Option(False, help="Exit 1 when no identity comes out."),
+    connect: bool = typer.Option(False, help="Join a real room and wait for the agent's welcome packet."),
+    room: Optional[str] = typer.Option(None, help="Room for --connect (default: a new random one)."),
+    timeout: float = typer.Option(20.0, min=1.0, max=300.0, help="Seconds to wait for --connect."),
+) -> None:
+    """Show what the worker extracts from a participant's metadata and how the agent would greet them."""
+    from rich.table import Table
+
+    from gocare_voice.conversation.identity import SAMPLE_METADATA, greeting_text, read_metadata
+
+    if file is not None:
+        try:
+            raw: str | bytes = file.read_bytes()
+        except OSError as error:
+            err_console.print(f"[bold red]error:[/] cannot read {file}: {error.strerror or error}", highlight=False)
+            raise typer.Exit(2) from None
+        source = str(file)
+    elif metadata is not None:
+        raw, source = metadata, "argument"
+    else:
+        raw, source = SAMPLE_METADATA, "sample"
+    reading = read_metadata(raw, source=source)
+    identity = reading.identity
+    table = Table(title="What the worker sees", show_header=False, title_justify="left")
+    shown = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+    table.add_row("input", (shown[:200] + "…") if len(shown) > 200 else shown)
+    table.add_row("userId", identity.user_id or "[dim]none[/]")
+    table.add_row("userName", identity.user_name or "[dim]none[/]")
+    table.add_row("greeting", greeting_text(identity))
+    if reading.problem:
+        table.add_row("problem", f"[yellow]{reading.problem}[/]")
+    console.print(table)
+    if connect:
+        settings = load_cli_settings()
+        _probe(settings, metadata=shown, room=room, timeout=timeout)
+    if strict and not identity.found:
+        err_console.print("no identity in this metadata (--strict)")
+        raise typer.Exit(1)
+
+
+def _probe(settings: Settings, *, metadata: str, room: Optional[str], timeout: float) -> None:
+    import asyncio
+
+    from gocare_voice.worker.probe import ProbeError, probe_room
+
+    try:
+        result = asyncio.run(probe_room(settings, metadata=metadata, room=room, timeout=timeout))
+    except ProbeError as error:
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(result.describe())
+
+
+@app.command("check")
+def check(
+    livekit: bool = typer.Option(False, "--livekit", help="Also call the LiveKit server API (list rooms)."),
+    timeout: float = typer.Option(5.0, min=0.5, max=60.0, help="Seconds for the --livekit call."),
+) -> None:
+    """Show what is configured (the facts /health reports); exit 1 when something required is missing."""
+    from rich.table import Table
+
+    from gocare_voice.check import configuration_rows, livekit_reachability
+
+    settings = load_cli_settings()
+    rows = configuration_rows(settings)
+    table = Table(title="gocare configuration", title_justify="left")
+    table.add_column("what")
+    table.add_column("status")
+    table.add_column("needed by")
+    table.add_column("how to set")
+    missing = False
+    for row in rows:
+        if row.ok:
+            status = "[green]configured[/]"
+        elif row.required:
+            status, missing = "[red]missing[/]", True
+        else:
+            status = "[dim]not set[/]"
+        table.add_row(row.what, status, row.needed_by, row.hint)
+    console.print(table)
+    if livekit:
+        import asyncio
+
+        ok, line = asyncio.run(livekit_reachability(settings, timeout=timeout))
+        (console if ok else err_console).print(("[green]ok:[/] " if ok else "[bold red]error:[/] ") + line,
+                                               highlight=False)
+        if not ok:
+            raise typer.Exit(1)
+    if missing:
+        err_console.print("error: required settings are missing (see the table)")
+        raise typer.Exit(1)
+
+
+def _register_subcommands() -> None:
+    """Sub-apps live in their own modules; each imports its heavy parts inside its commands."""
+    import importlib
+
+    for module, attr, name in (
+        ("gocare_voice.cli_worker", "worker_app", "worker"),
+        ("gocare_voice.cli_users", "users_app", "users"),
+    ):
+        try:
+            sub = getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+            continue
+        app.add_typer(sub, name=name)
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Shared fixtures. Keep each one small; the scripted servers live in tests/scripted/."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from scripted.openai_server import ScriptedOpenAIServer
+
+
+@pytest.fixture
+def openai_server() -> Iterator[ScriptedOpenAIServer]:
+    """A fresh scripted OpenAI-compatible server per test (rules and recorded requests start empty)."""
+    with ScriptedOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def openai_base_url(openai_server: ScriptedOpenAIServer) -> str:
+    """Its base URL, ``http://127.0.0.1:<port>/v1``, for ``openai.LLM(base_url=...)``."""
+    return openai_server.base_url
+
+
+_SETTING_PREFIXES = ("GOCARE_", "LIVEKIT_", "LLM_", "DEEPGRAM_", "GROQ_", "AZURE_SPEECH_", "OPENAI_")
+_SETTING_NAMES = ("ALLOWED_ORIGINS", "PORT", "LOG_LEVEL")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests see only the settings they pass: a developer's shell or .env must not change results."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(_SETTING_PREFIXES) or name in _SETTING_NAMES:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))  # no stray .env or gocare-users.db is picked up

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import pytest
+
+from gocare_voice.settings import (
+    AuthMode,
+    Settings,
+    SettingsError,
+    is_loopback_url,
+    load_settings,
+    parse_duration,
+    parse_rate_limit,
+)
+
+
+def test_defaults_serve_livekit_dev_server() -> None:
+    s = load_settings(env_file=None)
+    assert s.livekit_url == "ws://localhost:7880"
+    assert s.livekit_api_key == "devkey"
+    assert s.livekit_api_secret.get_secret_value() == "secret"
+    assert s.agent_name == "multi-assistant"
+    assert s.token_ttl == 900
+    assert s.auth_mode is AuthMode.none
+    assert s.llm_model_name == "gpt-4o-mini"
+
+
+def test_original_deployment_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVEKIT_URL", "wss://gocare.livekit.cloud")
+    monkeypatch.setenv("LIVEKIT_API_KEY", "APIabc")
+    monkeypatch.setenv("LIVEKIT_API_SECRET", "s" * 40)
+    monkeypatch.setenv("LLM_API_KEY", "sk-test")
+    monkeypatch.setenv("DEEPGRAM_API_KEY", "dg")
+    monkeypatch.setenv("GOCARE_TOKEN_TTL", "10m")
+    monkeypatch.setenv("GOCARE_RATE_LIMIT", "5/second")
+    s = load_settings(env_file=None)
+    assert s.livekit_api_key == "APIabc"
+    assert s.llm_configured and s.deepgram_configured and not s.groq_configured
+    assert s.token_ttl == 600
+    assert s.rate == (5, 1.0)
+    assert "sk-test" not in repr(s)  # secrets never print
+
+
+def test_env_file_is_read(tmp_path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("GOCARE_AGENT_NAME=other-agent\nPORT=9000\n")
+    s = load_settings(env_file=env)
+    assert s.agent_name == "other-agent" and s.port == 9000
+
+
+def test_dev_credentials_refused_for_remote_url() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None, livekit_url="wss://example.livekit.cloud")
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith("LIVEKIT_API_KEY/LIVEKIT_API_SECRET:")
+    assert "example.livekit.cloud" in info.value.problems[0]
+
+
+def test_production_refuses_dev_credentials_and_open_auth() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None, env="production")
+    text = "\n".join(info.value.problems)
+    assert "GOCARE_ENV=production" in text
+    assert any(p.startswith("GOCARE_AUTH_MODE:") for p in info.value.problems)
+    ok = load_settings(env_file=None, env="production", livekit_api_key="APIx", livekit_api_secret="y" * 32,
+                       auth_mode="jwt", auth_jwt_secret="z" * 32)
+    assert ok.auth_mode is AuthMode.jwt
+
+
+def test_each_invalid_setting_is_one_line_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOCARE_TOKEN_TTL", "soon")
+    monkeypatch.setenv("GOCARE_RATE_LIMIT", "lots")
+    monkeypatch.setenv("PORT", "99999")
+    monkeypatch.setenv("GOCARE_AUTH_MODE", "magic")
+    monkeypatch.setenv("GOCARE_PHONE_REGION", "XX")
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None)
+    names = sorted(p.split(":")[0] for p in info.value.problems)
+    assert names == ["GOCARE_AUTH_MODE", "GOCARE_PHONE_REGION", "GOCARE_RATE_LIMIT", "GOCARE_TOKEN_TTL", "PORT"]
+    assert all("\n" not in p for p in info.value.problems)
+
+
+def test_jwt_mode_needs_a_key_source() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None, auth_mode="jwt")
+    assert info.value.problems == ["GOCARE_AUTH_MODE: 'jwt' needs GOCARE_AUTH_JWT_SECRET or GOCARE_AUTH_JWKS_URL"]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("900", 900), (900, 900), ("15m", 900), ("1h", 3600),
+                                                ("250ms", 0.25), ("1.5h", 5400)])
+def test_parse_duration(text, seconds) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-5", "0", "5 weeks"])
+def test_parse_duration_rejects(text) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_parse_rate_limit() -> None:
+    assert parse_rate_limit("30/minute") == (30, 60.0)
+    assert parse_rate_limit(" 2 / seconds ") == (2, 1.0)
+    assert parse_rate_limit("off") is None and parse_rate_limit("") is None
+    for bad in ("30", "x/minute", "0/minute", "3/fortnight"):
+        with pytest.raises(ValueError):
+            parse_rate_limit(bad)
+
+
+@pytest.mark.parametrize(("url", "local"), [("ws://localhost:7880", True), ("ws://127.0.0.1:7880", True),
+                                            ("ws://[::1]:7880", True), ("wss://x.livekit.cloud", False),
+                                            ("ws://10.0.0.5:7880", False), ("ws://127.9.9.9", True)])
+def test_loopback_detection(url, local) -> None:
+    assert is_loopback_url(url) is local
+
+
+def test_settings_are_immutable() -> None:
+    s = Settings()
+    with pytest.raises(Exception):
+        s.agent_name = "x"  # type: ignore[misc]
