@@ -117,3 +117,25 @@ def test_settings_are_immutable() -> None:
     s = Settings()
     with pytest.raises(Exception):
         s.agent_name = "x"  # type: ignore[misc]
+
+
+def _documented_names() -> list[str]:
+    return [str(f.validation_alias.choices[0]) for f in Settings.model_fields.values()]  # type: ignore[union-attr]
+
+
+def test_env_example_lists_every_setting_and_loads() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    names = {line.split("=", 1)[0] for line in example.read_text().splitlines() if "=" in line
+             and not line.startswith("#")}
+    assert set(_documented_names()) <= names
+    assert load_settings(env_file=example).agent_name == "multi-assistant"
+
+
+def test_configuration_doc_lists_every_setting() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    missing = [name for name in _documented_names() if f"`{name}`" not in doc]
+    assert not missing
