@@ -203,9 +203,16 @@ def test_health_reports_only_what_is_configured(client: TestClient) -> None:
     assert body["azure_tts_configured"] is False  # a key without a region is not configured
 
 
-def test_openapi_docs_are_served(client: TestClient) -> None:
+def test_openapi_docs_are_served_and_match_responses(client: TestClient) -> None:
+    from gocare_voice.token_service.schemas import LegacyTokenResponse, StandardTokenResponse
+
     assert client.get("/docs").status_code == 200
-    assert "/api/token" in client.get("/openapi.json").json()["paths"]
+    spec = client.get("/openapi.json").json()
+    assert {"/getToken", "/api/token", "/health"} <= set(spec["paths"])
+    assert "201" in spec["paths"]["/api/token"]["post"]["responses"]
+    assert "StandardTokenRequest" in spec["components"]["schemas"]
+    LegacyTokenResponse.model_validate(client.post("/getToken", json={"room": "r", "identity": "i"}).json())
+    StandardTokenResponse.model_validate(client.post("/api/token", json={}).json())
 
 
 def test_cors_preflight() -> None:
