@@ -35,3 +35,35 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest
         if name.startswith(_SETTING_PREFIXES) or name in _SETTING_NAMES:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))  # no stray .env or gocare-users.db is picked up
+
+
+# --- voice upload: real recordings and scripted Deepgram / speech servers ------------------------------
+
+
+@pytest.fixture(scope="session")
+def recordings(tmp_path_factory: pytest.TempPathFactory):  # -> scripted.recordings.RecordingSet
+    """Speech by espeak-ng, encoded by ffmpeg into every upload format, made once per test session."""
+    from scripted.recordings import make_recordings, tools_missing
+
+    reason = tools_missing()
+    if reason:
+        pytest.skip(f"real recordings need {reason}")
+    return make_recordings(tmp_path_factory.mktemp("recordings"))
+
+
+@pytest.fixture
+def deepgram_server() -> Iterator:  # -> scripted.deepgram_server.ScriptedDeepgramServer
+    """A fresh scripted Deepgram (``/v1/listen`` prerecorded, ``/v1/speak``) per test."""
+    from scripted.deepgram_server import ScriptedDeepgramServer
+
+    with ScriptedDeepgramServer() as server:
+        yield server
+
+
+@pytest.fixture
+def speech_server() -> Iterator:  # -> scripted.speech_server.ScriptedSpeechServer
+    """A fresh scripted OpenAI ``/v1/audio/speech`` per test."""
+    from scripted.speech_server import ScriptedSpeechServer
+
+    with ScriptedSpeechServer() as server:
+        yield server

@@ -168,7 +168,9 @@ def parse_phone_number(text: object, *, region: str) -> PhoneParse:
         dial = "+" + digits[2:]
     try:
         number = phonenumbers.parse(dial, region)
-    except phonenumbers.NumberParseException:
+    except phonenumbers.NumberParseException as error:
+        if error.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
+            return PhoneParse(None, "unknown country code", digit_count=count)
         return PhoneParse(None, "not a phone number", digit_count=count)
     if not phonenumbers.is_valid_number(number):
         if phonenumbers.region_code_for_country_code(number.country_code) == phonenumbers.UNKNOWN_REGION:

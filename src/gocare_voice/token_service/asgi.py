@@ -9,7 +9,12 @@ from fastapi import FastAPI
 
 
 def app_from_env() -> FastAPI:
+    import logging
+
+    from gocare_voice.logging_setup import setup_logging
     from gocare_voice.settings import load_settings
     from gocare_voice.token_service.app import create_app
 
-    return create_app(load_settings(env_file=os.environ.get("GOCARE_ENV_FILE", ".env")))
+    settings = load_settings(env_file=os.environ.get("GOCARE_ENV_FILE", ".env"))
+    setup_logging(getattr(logging, settings.log_level))
+    return create_app(settings)

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from sqlalchemy import Engine, create_engine, delete, event, func, insert, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from ...redact import mask_phone
@@ -127,12 +127,15 @@ class UserDirectory:
         except ArgumentError:
             raise DirectoryError(f"not a database URL: {url!r} (e.g. sqlite:///gocare-users.db)") from None
         if parsed.get_backend_name() != "sqlite":
+            if parsed.drivername in ("postgresql", "postgres"):
+                # a plain postgresql:// URL means psycopg2 to SQLAlchemy; we ship psycopg 3 (extra "postgres")
+                parsed = parsed.set(drivername="postgresql+psycopg")
             try:
                 return create_engine(parsed, echo=echo, pool_pre_ping=True, future=True)
-            except ModuleNotFoundError as error:
+            except (ModuleNotFoundError, NoSuchModuleError) as error:
                 raise DirectoryError(
-                    f"the database driver for {parsed.drivername} is not installed ({error.name}); "
-                    "for PostgreSQL install gocare-voice[postgres]"
+                    f"the database driver for {parsed.drivername} is not available ({error}); "
+                    "for PostgreSQL install gocare-voice[postgres] (psycopg)"
                 ) from None
         database = parsed.database or ""
         in_memory = database in ("", ":memory:") or database.startswith("file::memory:")

@@ -1,0 +1,167 @@
+"""``gocare users``: manage the registered-user directory the agent checks mobile numbers against.
+
+Numbers are masked in every listing unless ``--show-numbers`` is given, so a screen share or a CI log does
+not leak them. Errors are one line on stderr and a non-zero exit code (1 for a refused operation, 2 for
+configuration). SQLAlchemy and phonenumbers are imported inside the commands, keeping ``gocare --help`` fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from gocare_voice.conversation.directory import UserDirectory
+    from gocare_voice.settings import Settings
+
+users_app = typer.Typer(
+    name="users",
+    help="Manage registered users (user id, name, mobile number) in the directory.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_DB_HELP = "Database URL (default: GOCARE_DATABASE_URL, else sqlite:///gocare-users.db)."
+
+
+def _err(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+def _settings(database_url: Optional[str]) -> Settings:
+    overrides = {"database_url": database_url} if database_url else {}
+    try:  # the root command's loader honours --env-file
+        from gocare_voice.cli import load_cli_settings
+    except ImportError:  # pragma: no cover - cli.py is part of the package
+        load_cli_settings = None
+    if load_cli_settings is not None:
+        return load_cli_settings(**overrides)
+    from gocare_voice.settings import SettingsError, load_settings
+
+    try:
+        return load_settings(**overrides)
+    except SettingsError as error:
+        for line in error.problems:
+            _err(line)
+        raise typer.Exit(2) from None
+
+
+def _open(database_url: Optional[str]) -> UserDirectory:
+    from gocare_voice.conversation.directory import DirectoryError, UserDirectory
+
+    settings = _settings(database_url)
+    try:
+        return UserDirectory.from_settings(settings)
+    except DirectoryError as error:
+        _err(str(error))
+        raise typer.Exit(1) from None
+
+
+@users_app.command("add")
+def add(
+    user_id: str = typer.Argument(..., help="The app's user id (the userId in the participant metadata)."),
+    name: str = typer.Argument(..., help="Full name; the agent greets with the first name."),
+    phone: str = typer.Argument(..., help="Mobile number, with or without country code (GOCARE_PHONE_REGION)."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
+) -> None:
+    """Register one user."""
+    from gocare_voice.conversation.directory import DirectoryError
+
+    directory = _open(database_url)
+    try:
+        record = directory.add(user_id=user_id, name=name, phone=phone)
+    except DirectoryError as error:
+        _err(str(error))
+        raise typer.Exit(1) from None
+    finally:
+        directory.close()
+    typer.echo(f"added {record.user_id} ({record.name or 'no name'}, {record.masked_phone})")
+
+
+@users_app.command("import")
+def import_csv(
+    csv_file: Path = typer.Argument(..., help="CSV with a header row: user_id,name,phone ('-' reads stdin)."),
+    skip_errors: bool = typer.Option(
+        False, "--skip-errors", help="Import the good rows and report the bad ones (exit code 1 if any was skipped; default: all or nothing)."
+    ),
+    database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
+) -> None:
+    """Import users from a CSV file (all or nothing unless --skip-errors)."""
+    import sys
+
+    from gocare_voice.conversation.directory import CsvImportError, DirectoryError
+
+    directory = _open(database_url)
+    try:
+        source = sys.stdin if str(csv_file) == "-" else csv_file
+        result = directory.import_csv(source, skip_errors=skip_errors)
+    except CsvImportError as error:
+        for problem in error.problems:
+            _err(str(problem))
+        _err(f"{error} (use --skip-errors to import the good rows)")
+        raise typer.Exit(1) from None
+    except DirectoryError as error:
+        _err(str(error))
+        raise typer.Exit(1) from None
+    finally:
+        directory.close()
+    for problem in result.skipped:
+        typer.echo(f"skipped {problem}", err=True)
+    typer.echo(f"imported {result.added} user(s)" + (f", skipped {len(result.skipped)} row(s)" if result.skipped else ""))
+    if result.skipped:
+        raise typer.Exit(1)
+
+
+@users_app.command("list")
+def list_users(
+    show_numbers: bool = typer.Option(False, "--show-numbers", help="Show full numbers (masked by default)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Show at most this many users."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
+) -> None:
+    """List registered users, numbers masked unless --show-numbers."""
+    directory = _open(database_url)
+    try:
+        records = directory.list(limit=limit)
+        total = directory.count()
+    finally:
+        directory.close()
+    if not records:
+        typer.echo("no registered users")
+        return
+    rows = [
+        (
+            r.user_id,
+            r.name or "",
+            r.phone if show_numbers else r.masked_phone,
+            r.created_at.strftime("%Y-%m-%d %H:%M") if r.created_at else "",
+        )
+        for r in records
+    ]
+    header = ("USER ID", "NAME", "PHONE", "CREATED (UTC)")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        typer.echo("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    if total > len(records):
+        typer.echo(f"({len(records)} of {total} shown)")
+
+
+@users_app.command("remove")
+def remove(
+    user_id: str = typer.Argument(..., help="The user id to remove."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
+) -> None:
+    """Remove one user."""
+    from gocare_voice.conversation.directory import DirectoryError
+
+    directory = _open(database_url)
+    try:
+        record = directory.remove(user_id)
+    except DirectoryError as error:
+        _err(str(error))
+        raise typer.Exit(1) from None
+    finally:
+        directory.close()
+    typer.echo(f"removed {record.user_id} ({record.masked_phone})")

@@ -1,0 +1,425 @@
+"""The conversation's agents and how the session moves between them.
+
+    AuthenticationAgent --verify_mobile_number ok--> GreetingAgent --welcome spoken--> MainAgent
+            | max failed attempts: goodbye, session closed          (assistant | attorney | click_to_talk,
+                                                                      switched by the app via switch_mode)
+
+Every agent gets its collaborators injected (``state``, ``settings``, ``directory``; keyword-only), and the
+same ``SessionState`` is the session's ``userdata``, so a tool sees it through ``RunContext[SessionState]``.
+Handoffs are tools (or ``on_enter`` steps) that return / install the next agent; the app's mode switches go
+through :func:`switch_mode`, which refuses before the number is verified.
+
+Directory queries run in a worker thread (``UserDirectory.averify`` -> ``asyncio.to_thread``): sub-millisecond
+on SQLite, but a network round trip on PostgreSQL, and the event loop must keep audio flowing meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from livekit.agents import Agent, AgentSession, ChatContext, RunContext, function_tool
+from livekit.agents.llm import ToolResult
+
+from ..redact import mask_phone
+from . import prompts
+from .identity import greeting_text
+from .phone import parse_phone_number
+from .state import MODES, SessionState
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from .directory import UserDirectory
+
+logger = logging.getLogger("gocare.agents")
+
+GOODBYE_TEXT = (
+    "I'm sorry, I couldn't verify your mobile number, so I can't continue this call. "
+    "Please check the number registered with GoCare and try again later. Goodbye."
+)
+MISMATCH_TEXT = "That number did not match our records."
+ATTORNEY_INTRO = "You're now talking with the GoCare legal assistant. Go ahead, I'm listening."
+CLICK_TO_TALK_INTRO = "Push to talk is on. Hold the button while you speak and release it when you're done."
+ASSISTANT_INTRO = "You're back with the GoCare assistant."
+CLICK_TO_TALK_TRANSCRIPT_TIMEOUT = 10.0
+"""Seconds ``commit_user_turn`` should wait for the final transcript of a long push-to-talk turn."""
+
+
+class ModeSwitchError(Exception):
+    """A mode switch the app asked for and we refuse; ``code`` is stable for the app protocol."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def personal_welcome(state: SessionState) -> str:
+    """The words after a successful check (also the fallback when the LLM cannot be reached)."""
+    name = state.first_name
+    if name:
+        return f"Thank you, {name}, you're verified. How can I help you today?"
+    return "Thank you, you're verified. How can I help you today?"
+
+
+def _bind_state(session: AgentSession[Any], state: SessionState) -> SessionState:
+    """Make ``state`` the session's userdata when the caller did not, so tools and agents share one
+    object; when the session already has a SessionState, that one wins (the worker created it)."""
+    try:
+        current = session.userdata
+    except ValueError:
+        session.userdata = state
+        return state
+    if isinstance(current, SessionState):
+        return current
+    logger.warning("session userdata is %s, not SessionState; using the agent's state", type(current).__name__)
+    return state
+
+
+class _GoCareAgent(Agent):
+    """Shared wiring: injected collaborators and one log line per agent entered."""
+
+    def __init__(
+        self,
+        *,
+        instructions: str,
+        state: SessionState,
+        settings: Settings,
+        directory: UserDirectory,
+        chat_ctx: ChatContext | None = None,
+        **agent_options: Any,
+    ) -> None:
+        super().__init__(instructions=instructions, chat_ctx=chat_ctx, **agent_options)
+        self._state = state
+        self._settings = settings
+        self._directory = directory
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    def _entered(self) -> SessionState:
+        self._state = _bind_state(self.session, self._state)
+        self._state.handoffs.append(self.id)
+        logger.info(
+            "agent entered: %s (user_id=%s authenticated=%s mode=%s)",
+            self.id, self._state.user_id, self._state.authenticated, self._state.mode,
+        )
+        return self._state
+
+
+class AuthenticationAgent(_GoCareAgent):
+    """Greets, asks for the registered mobile number and checks it; nothing else happens before that."""
+
+    def __init__(
+        self,
+        *,
+        state: SessionState,
+        settings: Settings,
+        directory: UserDirectory,
+        greet_on_enter: bool = True,
+        chat_ctx: ChatContext | None = None,
+    ) -> None:
+        super().__init__(
+            instructions=prompts.authentication_instructions(
+                first_name=state.first_name, max_attempts=settings.max_auth_attempts
+            ),
+            state=state,
+            settings=settings,
+            directory=directory,
+            chat_ctx=chat_ctx,
+        )
+        self._greet_on_enter = greet_on_enter
+        self._verify_lock = asyncio.Lock()
+
+    async def on_enter(self) -> None:
+        self._entered()
+        if self._greet_on_enter:
+            self.greet()
+
+    def greet(self) -> Any:
+        """Say the greeting once per session (with the first name when known); returns the SpeechHandle, or
+        None when this session has already been greeted. The worker calls it itself when it waits for
+        late metadata (``greet_on_enter=False``)."""
+        state = self._state
+        if state.greeted:
+            return None
+        state.greeted = True
+        text = greeting_text(state.identity)
+        logger.info("greeting used: %s (user_id=%s)", "with name" if state.first_name else "without name", state.user_id)
+        return self.session.say(text)
+
+    async def refresh_identity(self) -> None:
+        """The metadata changed (name arrived late): let the instructions use the new name."""
+        await self.update_instructions(
+            prompts.authentication_instructions(
+                first_name=self._state.first_name, max_attempts=self._settings.max_auth_attempts
+            )
+        )
+
+    @function_tool
+    async def verify_mobile_number(self, context: RunContext[SessionState], mobile_number: str) -> Any:
+        """Check the caller's registered mobile number. Call this with exactly what the caller said as
+        soon as they say a phone number, in digits or in words.
+
+        Args:
+            mobile_number: The number as the caller said it, e.g. "98765 43210", "+91 98765 43210" or
+                "nine eight seven six five double four three two one".
+        """
+        state = context.userdata if isinstance(context.userdata, SessionState) else self._state
+        async with self._verify_lock:
+            if state.authenticated:
+                return GreetingAgent(state=state, settings=self._settings, directory=self._directory)
+            limit = self._settings.max_auth_attempts
+            if state.attempts >= limit:
+                return ToolResult("The session is ending: too many failed attempts.", reply_required=False)
+
+            parsed = parse_phone_number(mobile_number, region=self._settings.phone_region)
+            record = None
+            if parsed.e164 is not None:
+                try:
+                    record = await self._directory.averify(state.user_id, parsed.e164)
+                except Exception:
+                    # a broken database must not look like a wrong number, nor cost an attempt
+                    logger.exception("directory lookup failed (user_id=%s)", state.user_id)
+                    return (
+                        "The number could not be checked right now because of a technical problem. "
+                        "Apologise and ask the caller to try again in a moment."
+                    )
+
+            if record is not None and parsed.e164 is not None:
+                state.authenticated = True
+                state.masked_phone = mask_phone(parsed.e164)
+                state.user_id = record.user_id
+                if not state.user_name and record.name:
+                    state.user_name = record.name
+                logger.info(
+                    "authenticated: user_id=%s phone=%s after %d failed attempt(s)",
+                    record.user_id, state.masked_phone, state.attempts,
+                )
+                return GreetingAgent(state=state, settings=self._settings, directory=self._directory)
+
+            state.attempts += 1
+            remaining = limit - state.attempts
+            logger.info(
+                "authentication failed: user_id=%s phone=%s reason=%s attempt=%d/%d",
+                state.user_id,
+                mask_phone(parsed.e164) if parsed.e164 else "<unreadable>",
+                parsed.reason or "no match",
+                state.attempts,
+                limit,
+            )
+            if remaining <= 0:
+                self._end_session(context.session)
+                return ToolResult("Verification failed too many times; the call is ending.", reply_required=False)
+            if parsed.e164 is None:
+                heard = (
+                    f"That did not sound like a complete phone number ({parsed.reason})."
+                )
+            else:
+                heard = MISMATCH_TEXT
+            return (
+                f"{heard} {remaining} attempt(s) left. Tell the caller, without repeating any number, and ask "
+                "them to say their registered mobile number again, slowly, digit by digit."
+            )
+
+    def _end_session(self, session: AgentSession[Any]) -> None:
+        """Say goodbye (not interruptible), then close the session once it has been said."""
+        logger.info("ending session: too many failed verification attempts (user_id=%s)", self._state.user_id)
+        handle = session.say(GOODBYE_TEXT, allow_interruptions=False)
+
+        def _close(_: Any) -> None:
+            session.shutdown(drain=True)
+
+        handle.add_done_callback(_close)
+
+
+class GreetingAgent(_GoCareAgent):
+    """The personal welcome right after verification, then the assistant takes over."""
+
+    def __init__(self, *, state: SessionState, settings: Settings, directory: UserDirectory) -> None:
+        super().__init__(
+            instructions=prompts.greeting_instructions(first_name=state.first_name),
+            state=state,
+            settings=settings,
+            directory=directory,
+        )
+
+    async def on_enter(self) -> None:
+        state = self._entered()
+        handle = self.session.generate_reply(
+            instructions=(
+                "Welcome the caller personally now that they are verified"
+                + (f"; call them {state.first_name}" if state.first_name else "")
+                + f". For example: {personal_welcome(state)!r}"
+            ),
+            tool_choice="none",
+        )
+        # awaited here (not in a callback) so a test's RunResult, which watches on_enter, sees the handoff
+        await handle
+        if handle.exception() is not None:
+            logger.warning("personal welcome by the LLM failed; saying the fixed one")
+            await self.session.say(personal_welcome(state))
+        state.mode = "assistant"
+        self.session.update_agent(
+            MainAgent(state=state, settings=self._settings, directory=self._directory, announce=False)
+        )
+
+
+class _VerifiedAgent(_GoCareAgent):
+    """Agents that only ever run after verification; entering one unverified sends the caller back to the
+    number check instead (defence in depth behind ``switch_mode``)."""
+
+    intro: str | None = None
+
+    def __init__(self, *, announce: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._announce = announce
+
+    async def on_enter(self) -> None:
+        state = self._entered()
+        if not state.authenticated:
+            logger.error("%s entered before verification; back to the number check", self.id)
+            self.session.update_agent(
+                AuthenticationAgent(state=state, settings=self._settings, directory=self._directory)
+            )
+            return
+        if self._announce and self.intro:
+            self.session.say(self.intro)
+
+
+class MainAgent(_VerifiedAgent):
+    """The assistant proper; knows the caller's name."""
+
+    intro = ASSISTANT_INTRO
+
+    def __init__(
+        self,
+        *,
+        state: SessionState,
+        settings: Settings,
+        directory: UserDirectory,
+        chat_ctx: ChatContext | None = None,
+        announce: bool = True,
+    ) -> None:
+        super().__init__(
+            instructions=prompts.assistant_instructions(first_name=state.first_name),
+            state=state, settings=settings, directory=directory, chat_ctx=chat_ctx, announce=announce,
+        )
+
+
+class AttorneyAgent(_VerifiedAgent):
+    """Continuous conversation on legal questions (normal automatic turn detection)."""
+
+    intro = ATTORNEY_INTRO
+
+    def __init__(
+        self,
+        *,
+        state: SessionState,
+        settings: Settings,
+        directory: UserDirectory,
+        chat_ctx: ChatContext | None = None,
+        announce: bool = True,
+    ) -> None:
+        super().__init__(
+            instructions=prompts.attorney_instructions(first_name=state.first_name),
+            state=state, settings=settings, directory=directory, chat_ctx=chat_ctx, announce=announce,
+        )
+
+
+class ClickToTalkAgent(_VerifiedAgent):
+    """Push-to-talk: the app decides when a turn starts and ends (``turn_detection="manual"``), so long
+    input with pauses is never cut off by endpointing. The worker maps the app's start_turn / end_turn /
+    cancel_turn onto ``session.clear_user_turn`` / ``commit_user_turn`` / audio input enable."""
+
+    intro = CLICK_TO_TALK_INTRO
+
+    def __init__(
+        self,
+        *,
+        state: SessionState,
+        settings: Settings,
+        directory: UserDirectory,
+        chat_ctx: ChatContext | None = None,
+        announce: bool = True,
+    ) -> None:
+        super().__init__(
+            instructions=prompts.click_to_talk_instructions(first_name=state.first_name),
+            state=state, settings=settings, directory=directory, chat_ctx=chat_ctx, announce=announce,
+            turn_handling={"turn_detection": "manual"},
+        )
+
+
+_MODE_AGENTS: dict[str, type[_VerifiedAgent]] = {
+    "assistant": MainAgent,
+    "attorney": AttorneyAgent,
+    "click_to_talk": ClickToTalkAgent,
+}
+
+
+def build_entry_agent(
+    *, state: SessionState, settings: Settings, directory: UserDirectory, greet_on_enter: bool = True
+) -> AuthenticationAgent:
+    """The first agent of every session."""
+    return AuthenticationAgent(state=state, settings=settings, directory=directory, greet_on_enter=greet_on_enter)
+
+
+def build_agent_for_mode(
+    mode: str,
+    *,
+    state: SessionState,
+    settings: Settings,
+    directory: UserDirectory,
+    chat_ctx: ChatContext | None = None,
+    announce: bool = True,
+) -> Agent:
+    """``"assistant" | "attorney" | "click_to_talk"`` -> a new agent for that mode (ValueError otherwise).
+    It does not check verification; :func:`switch_mode` does, and the agent re-checks on entry."""
+    agent_type = _MODE_AGENTS.get(mode)
+    if agent_type is None:
+        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    return agent_type(
+        state=state, settings=settings, directory=directory, chat_ctx=chat_ctx, announce=announce
+    )
+
+
+def switch_mode(
+    session: AgentSession[Any],
+    mode: str,
+    *,
+    settings: Settings,
+    directory: UserDirectory,
+    state: SessionState | None = None,
+) -> Agent:
+    """Switch the running session to another mode (the app's ``switch_agent`` command).
+
+    Raises ``ModeSwitchError`` (``code`` ``unknown_mode`` / ``not_authenticated``) instead of switching
+    before the mobile number is verified. The conversation so far (messages only) goes along, so the new
+    agent knows what was said. Switching to the current mode is a no-op returning the current agent.
+    """
+    if not isinstance(mode, str) or mode not in _MODE_AGENTS:
+        raise ModeSwitchError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}", code="unknown_mode")
+    if state is None:
+        try:
+            userdata = session.userdata
+        except ValueError:
+            userdata = None
+        if not isinstance(userdata, SessionState):
+            raise ModeSwitchError("the session has no state; cannot switch", code="not_authenticated")
+        state = userdata
+    if not state.authenticated:
+        logger.info("mode switch to %s refused: not authenticated (user_id=%s)", mode, state.user_id)
+        raise ModeSwitchError("switching modes needs a verified mobile number first", code="not_authenticated")
+    current = session.current_agent
+    if state.mode == mode and isinstance(current, _MODE_AGENTS[mode]):
+        return current
+    carried = current.chat_ctx.copy(
+        exclude_function_call=True, exclude_instructions=True, exclude_handoff=True, exclude_config_update=True
+    )
+    agent = build_agent_for_mode(mode, state=state, settings=settings, directory=directory, chat_ctx=carried)
+    previous = state.mode
+    state.mode = mode  # type: ignore[assignment]
+    logger.info("mode switch: %s -> %s (user_id=%s)", previous, mode, state.user_id)
+    session.update_agent(agent)
+    return agent
