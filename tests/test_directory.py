@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import asyncio
 import io
 import logging
@@ -184,14 +186,30 @@ def test_logs_never_contain_full_numbers(users: UserDirectory, caplog: pytest.Lo
     assert caplog.records and all(JOHN not in r.getMessage() and "9876543210" not in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.skipif(not PG_URL, reason="set GOCARE_TEST_POSTGRES_URL (e.g. postgresql://user@127.0.0.1/db) to run")
-def test_postgresql_by_url() -> None:
-    assert PG_URL is not None
-    users = UserDirectory(url=PG_URL, region="IN")
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """GOCARE_TEST_POSTGRES_URL when given, else a throwaway server started for this module."""
+    if PG_URL:
+        yield PG_URL
+        return
+    from scripted import postgres
+
+    reason = postgres.available()
+    if reason:
+        pytest.skip(f"PostgreSQL: {reason} (or set GOCARE_TEST_POSTGRES_URL)")
+    with postgres.throwaway_postgres() as url:
+        yield url
+
+
+def test_postgresql_by_url(postgres_url: str) -> None:
+    users = UserDirectory(url=postgres_url, region="IN")
     uid = f"pg-{uuid.uuid4().hex[:8]}"
     try:
         users.add(user_id=uid, name="PG User", phone="+919876500000")
         assert users.verify(uid, "+919876500000").user_id == uid
+        assert users.verify(None, "+919876500000").user_id == uid
+        assert users.find_by_phone("98765 00000").user_id == uid
+        assert users.verify("someone-else", "+919876500000") is None
         with pytest.raises(DuplicateUser):
             users.add(user_id=uid + "x", name="Dup", phone="98765 00000")
     finally:
