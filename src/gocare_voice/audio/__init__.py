@@ -19,6 +19,7 @@ from .decode import (
     encode_speech,
     encode_speech_async,
 )
+from .workers import AudioWorkers, shared_audio_workers
 
 __all__ = [
     "ACCEPTED_FORMATS",
@@ -26,6 +27,7 @@ __all__ = [
     "SPEECH_MIME",
     "STT_SAMPLE_RATE",
     "AudioError",
+    "AudioWorkers",
     "CorruptAudioError",
     "DecodedAudio",
     "EmptyAudioError",
@@ -36,4 +38,5 @@ __all__ = [
     "decode_upload",
     "encode_speech",
     "encode_speech_async",
+    "shared_audio_workers",
 ]

@@ -123,6 +123,22 @@ def deepgram_endpoint(base_url: str | None, endpoint: str) -> str:
 # --- builders ----------------------------------------------------------------------------------------
 
 
+def import_plugins(settings: Settings | None = None) -> list[str]:
+    """Import the livekit plugins we use, on the main thread, before the worker starts.
+
+    livekit-agents refuses to register a plugin from any other thread ("Plugins must be registered on the
+    main thread"), and console mode and the thread executor build providers in a job thread. Importing
+    here, from ``build_server``, registers them once up front."""
+    import importlib
+
+    names = ["livekit.plugins.silero", "livekit.plugins.deepgram", "livekit.plugins.openai"]
+    if settings is not None and settings.tts_provider is TTSProvider.azure and _azure_plugin_available():
+        names.append("livekit.plugins.azure")
+    for name in names:
+        importlib.import_module(name)
+    return names
+
+
 def build_vad() -> lk_vad.VAD:
     """Silero VAD (weights ship inside livekit-plugins-silero). Blocking, ~100 ms: call it once per
     process, in the worker's prewarm step, and share the instance between sessions."""
@@ -153,8 +169,9 @@ def build_turn_detection(settings: Settings | None = None) -> Any:
         return "vad"
 
 
-def build_stt(settings: Settings) -> lk_stt.STT:
-    """Deepgram streaming STT."""
+def build_stt(settings: Settings, *, http_session: Any = None) -> lk_stt.STT:
+    """Deepgram streaming STT. ``http_session`` (an aiohttp.ClientSession) is for use outside a worker job,
+    e.g. the token service's voice upload; inside a job the plugin takes the job's shared session."""
     problems = missing_stt_settings(settings)
     if problems:
         raise ProviderConfigError(problems)
@@ -165,6 +182,7 @@ def build_stt(settings: Settings) -> lk_stt.STT:
         language=settings.stt_language,
         api_key=_secret(settings.deepgram_api_key),
         base_url=deepgram_endpoint(settings.deepgram_base_url, "listen"),
+        http_session=http_session,
     )
 
 
@@ -223,14 +241,17 @@ def _openai_tts(settings: Settings) -> lk_tts.TTS | None:
     return openai.TTS(**kwargs)
 
 
-def _deepgram_tts(settings: Settings) -> lk_tts.TTS | None:
+def _deepgram_tts(settings: Settings, http_session: Any = None) -> lk_tts.TTS | None:
     from livekit.plugins import deepgram
 
     key = _secret(settings.deepgram_api_key)
     if key is None:
         return None
     model = settings.tts_model if settings.tts_model.startswith("aura") else DEEPGRAM_DEFAULT_TTS_MODEL
-    return deepgram.TTS(model=model, api_key=key, base_url=deepgram_endpoint(settings.deepgram_base_url, "speak"))
+    return deepgram.TTS(
+        model=model, api_key=key, base_url=deepgram_endpoint(settings.deepgram_base_url, "speak"),
+        http_session=http_session,
+    )
 
 
 def _azure_tts(settings: Settings) -> lk_tts.TTS | None:
@@ -241,7 +262,7 @@ def _azure_tts(settings: Settings) -> lk_tts.TTS | None:
     return azure.TTS(speech_key=_secret(settings.azure_speech_key), speech_region=settings.azure_speech_region)
 
 
-def build_tts(settings: Settings) -> lk_tts.TTS:
+def build_tts(settings: Settings, *, http_session: Any = None) -> lk_tts.TTS:
     """TTS chosen by ``GOCARE_TTS_PROVIDER``; every other provider that is also configured becomes a
     fallback behind it (``tts.FallbackAdapter``), so a provider outage does not silence the agent."""
     problems = missing_tts_settings(settings)
@@ -255,7 +276,10 @@ def build_tts(settings: Settings) -> lk_tts.TTS:
         TTSProvider.azure: _azure_tts,
     }
     order = [settings.tts_provider] + [p for p in builders if p is not settings.tts_provider]
-    instances = [tts for tts in (builders[p](settings) for p in order) if tts is not None]
+    built = (
+        _deepgram_tts(settings, http_session) if p is TTSProvider.deepgram else builders[p](settings) for p in order
+    )
+    instances = [tts for tts in built if tts is not None]
     if len(instances) == 1:
         return instances[0]
     return lk_tts.FallbackAdapter(instances)

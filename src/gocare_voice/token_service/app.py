@@ -207,8 +207,7 @@ def _document_token_routes(app: FastAPI) -> None:
 
 
 def _include_optional_routers(app: FastAPI, settings: Settings) -> None:
-    try:
-        from gocare_voice.token_service.voice import build_voice_router
-    except ImportError:  # the voice upload module is optional at this stage of the build
-        return
+    # imported here, not at module level: it pulls in PyAV and the livekit plugins
+    from gocare_voice.token_service.voice import build_voice_router
+
     app.include_router(build_voice_router(settings))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,7 +26,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
-from gocare_voice.audio import ACCEPTED_FORMATS, AudioError, decode_upload
+from gocare_voice.audio import ACCEPTED_FORMATS, AudioError
 from gocare_voice.settings import Settings
 from gocare_voice.token_service.auth import Caller
 from gocare_voice.token_service.deps import require_caller
@@ -68,7 +69,9 @@ class _UploadCollector:
         self._header_value = bytearray()
         self._headers: dict[str, bytes] = {}
         self._in_file = False
+        self._in_other_file = False
         self._other_bytes = 0
+        self.other_file_fields: list[str] = []
 
     def callbacks(self) -> dict[str, Any]:
         return {
@@ -85,6 +88,7 @@ class _UploadCollector:
     def _part_begin(self) -> None:
         self._headers = {}
         self._in_file = False
+        self._in_other_file = False
 
     def _header_end(self) -> None:
         self._headers[bytes(self._header_field).decode("latin-1").strip().lower()] = bytes(self._header_value)
@@ -104,6 +108,11 @@ class _UploadCollector:
             self.filename = filename.decode("utf-8", "replace")[:200] if filename else None
             content_type = self._headers.get("content-type")
             self.content_type = content_type.decode("latin-1")[:100] if content_type else None
+        elif b"filename" in params:
+            # a file under another name: skipped (the body limit still bounds it), named in the error
+            self._in_other_file = True
+            if len(self.other_file_fields) < 5:
+                self.other_file_fields.append(name[:64])
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_file:
@@ -111,7 +120,7 @@ class _UploadCollector:
             if len(self.file) + (end - start) > self.max_file_bytes:
                 raise _too_large(self.max_file_bytes)
             self.file.extend(data[start:end])
-        else:
+        elif not self._in_other_file:
             self._other_bytes += end - start
             if self._other_bytes > MAX_OTHER_FIELD_BYTES:
                 raise ApiError(
@@ -121,6 +130,7 @@ class _UploadCollector:
 
     def _part_end(self) -> None:
         self._in_file = False
+        self._in_other_file = False
 
     def _end(self) -> None:
         self.finished = True
@@ -159,12 +169,15 @@ async def read_upload(request: Request, *, max_file_bytes: int) -> bytes:
         raise ApiError(400, "bad_multipart", "The multipart/form-data body is malformed.") from None
     except ClientDisconnect:
         raise ApiError(400, "incomplete_upload", "The upload was interrupted before it finished.") from None
-    if collector.file is None:
-        raise ApiError(
-            422, "missing_file", f"No recording found: send it in a multipart field named '{FILE_FIELD}'."
-        )
     if not collector.finished:
         raise ApiError(400, "incomplete_upload", "The multipart body ended before its closing boundary.")
+    if collector.file is None:
+        found = (
+            f" (found a file in the field '{collector.other_file_fields[0]}')" if collector.other_file_fields else ""
+        )
+        raise ApiError(
+            422, "missing_file", f"No recording found: send it in a multipart field named '{FILE_FIELD}'{found}."
+        )
     return bytes(collector.file)
 
 
@@ -194,6 +207,10 @@ def build_voice_router(settings: Settings) -> APIRouter:
 
     @asynccontextmanager
     async def lifespan(_app: Any):  # type: ignore[no-untyped-def]
+        try:
+            await pipeline.audio.start()  # worker processes up before the first upload
+        except Exception as error:  # noqa: BLE001 - they start on demand instead
+            log.warning("audio workers did not start: %s", error)
         yield
         await pipeline.aclose()
 
@@ -216,13 +233,17 @@ def build_voice_router(settings: Settings) -> APIRouter:
         """Multipart field ``file`` (WebM/Opus, M4A/AAC, WAV, MP3 or OGG); optional query ``room``: the room
         whose agent should hear about the message."""
         room = check_name(request.query_params.get("room"), field="room", required=False)
+        started = time.perf_counter()
         data = await read_upload(request, max_file_bytes=settings.upload_max_bytes)
+        read_done = time.perf_counter()
         try:
-            audio = await decode_upload(data, max_seconds=settings.upload_max_seconds)
+            audio = await pipeline.audio.decode(data, max_seconds=settings.upload_max_seconds)
         except AudioError as error:
             log.info("voice upload refused: %s (%d bytes)", error.code, len(data))
             raise ApiError(error.status, error.code, error.message) from None
+        decode_done = time.perf_counter()
         result = await pipeline.process(audio=audio, room=room, caller_name=caller.name)
+        result.timings = {"read": read_done - started, "decode": decode_done - read_done, **result.timings}
         log.info(
             "voice upload: %d bytes %s/%s %.1f s -> %s%s, notified=%s, %s",
             len(data), audio.container, audio.codec, audio.duration,

@@ -1,0 +1,150 @@
+"""Decode uploads and encode replies in worker processes, not threads of the web server.
+
+Why processes: PyAV releases the GIL only inside each FFmpeg call, and an Opus recording is 50 calls per
+second of audio, so decoding in threads is GIL-bound. Measured on 2 cores (bench/bench_upload_concurrency.py),
+20 concurrent 30 s uploads spent up to 9 s waiting in ``asyncio.to_thread`` decodes that take 0.1 s alone:
+the threads, the event loop and the reply encodes fought over one GIL. Worker processes decode in parallel
+on every core and leave the server's GIL to the event loop.
+
+Why it is also safer: the decoders run on untrusted files. A decoder crash (a segfault on a crafted file, an
+out-of-memory kill) ends a worker process, not the token service that every call start depends on. The pool
+is rebuilt and the upload is retried once; a file that breaks the decoder twice is refused as corrupt.
+
+Workers start with ``spawn`` (never ``fork`` a process that runs threads and an event loop) and import only
+``gocare_voice.audio.decode`` and PyAV; like any ``spawn`` user, a program that starts the pool from a script
+needs the ``if __name__ == "__main__":`` guard (the ``gocare`` entry points have it). Workers are recycled
+after ``max_tasks_per_child`` jobs so FFmpeg's heap cannot grow without bound, and exit on their own within
+a second when the server process disappears, however it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from gocare_voice.audio.decode import (
+    STT_SAMPLE_RATE,
+    CorruptAudioError,
+    DecodedAudio,
+    decode_audio,
+    encode_speech,
+)
+
+log = logging.getLogger("gocare.audio")
+
+
+def default_processes() -> int:
+    """One worker per core, at most 4: decoding is ~0.5 % of an upload's wall time, more buys nothing."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _warm_up() -> int:
+    return os.getpid()
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Exit when the server is gone. A server killed by a signal (uvicorn re-raises SIGTERM after its
+    graceful shutdown, so no atexit handler runs; or the OOM killer's SIGKILL) would otherwise leave its
+    workers running forever, re-parented to init."""
+
+    def watch() -> None:
+        import time
+
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+class AudioWorkers:
+    """A lazily started process pool for ``decode_audio`` and ``encode_speech``; safe to share between
+    requests and event loops; ``close()`` at shutdown."""
+
+    def __init__(self, *, processes: int | None = None, max_tasks_per_child: int = 500) -> None:
+        self._processes = processes or default_processes()
+        self._max_tasks_per_child = max_tasks_per_child
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def processes(self) -> int:
+        return self._processes
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self._processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    max_tasks_per_child=self._max_tasks_per_child,
+                    initializer=_worker_init,
+                    initargs=(os.getpid(),),
+                )
+            return self._pool
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    async def start(self) -> None:
+        """Start the workers now (app start-up) instead of on the first upload (~0.5 s of imports)."""
+        pool = self._executor()
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(pool, _warm_up) for _ in range(self._processes)))
+
+    async def call(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
+        """``func(*args, **kwargs)`` in a worker; ``func`` must be a module-level (picklable) function."""
+        import functools
+
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            pool = self._executor()
+            try:
+                return await loop.run_in_executor(pool, functools.partial(func, *args, **kwargs))
+            except BrokenProcessPool:
+                # a worker died (decoder crash, OOM kill): every job in flight fails with it; rebuild and
+                # retry once, so only a file that kills the decoder again is refused
+                self._discard(pool)
+                log.warning("audio worker process died during %s (attempt %d)", func.__name__, attempt)
+        raise CorruptAudioError(
+            "The recording could not be decoded: it crashed the audio decoder. Please record and send it again."
+        )
+
+    async def decode(self, data: bytes, *, max_seconds: float, sample_rate: int = STT_SAMPLE_RATE) -> DecodedAudio:
+        """``decode_audio`` in a worker process; raises the same ``AudioError`` subclasses."""
+        return await self.call(decode_audio, data, max_seconds=max_seconds, sample_rate=sample_rate)
+
+    async def encode(self, pcm: bytes, *, sample_rate: int, num_channels: int = 1) -> bytes:
+        return await self.call(encode_speech, pcm, sample_rate=sample_rate, num_channels=num_channels)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+_shared: AudioWorkers | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_audio_workers() -> AudioWorkers:
+    """The process-wide pool. One per process, not one per app: worker processes are a machine resource
+    (one per core), and tests that build many apps must not start many pools. Closed at interpreter exit."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            import atexit
+
+            _shared = AudioWorkers()
+            atexit.register(_shared.close)
+        return _shared

@@ -1,0 +1,96 @@
+"""Real audio for the scripted providers and the tests: speech from ``espeak-ng``, encoded with PyAV.
+
+Independent of gocare_voice's own audio code on purpose: the scripted servers check what our code produced,
+so they must not share its implementation.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import shutil
+import struct
+import subprocess
+
+import av
+import numpy as np
+
+ESPEAK = shutil.which("espeak-ng")
+FFMPEG = shutil.which("ffmpeg")
+
+MIME_TYPES = {
+    "mp3": "audio/mpeg",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+    "aac": "audio/aac",
+    "opus": "audio/ogg",
+    "flac": "audio/flac",
+}
+
+
+@functools.lru_cache(maxsize=64)
+def speech_pcm(text: str, *, rate: int = 24000) -> bytes:
+    """``text`` spoken by espeak-ng as mono s16le PCM at ``rate``; a 440 Hz tone of a similar length when
+    espeak-ng is missing (the scripted speech server must still answer with real audio)."""
+    if ESPEAK:
+        wav = subprocess.run([ESPEAK, "--stdout", text], check=True, capture_output=True, timeout=30).stdout
+        return resample_wav(wav, rate=rate)
+    seconds = max(0.5, 0.07 * len(text))
+    samples = int(seconds * rate)
+    return b"".join(
+        struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate))) for i in range(samples)
+    )
+
+
+def resample_wav(data: bytes, *, rate: int) -> bytes:
+    """Any file PyAV reads -> mono s16le PCM at ``rate``."""
+    out: list[bytes] = []
+    with av.open(io.BytesIO(data)) as container:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+        for frame in container.decode(audio=0):
+            for piece in resampler.resample(frame):
+                out.append(bytes(piece.planes[0])[: piece.samples * 2])
+        for piece in resampler.resample(None):
+            out.append(bytes(piece.planes[0])[: piece.samples * 2])
+    return b"".join(out)
+
+
+def encode(pcm: bytes, *, rate: int, fmt: str) -> bytes:
+    """Mono s16le PCM -> the bytes OpenAI's ``/v1/audio/speech`` answers for ``response_format=fmt``."""
+    if fmt == "pcm":
+        return pcm
+    container_format, codec = {
+        "mp3": ("mp3", "libmp3lame"),
+        "wav": ("wav", "pcm_s16le"),
+        "aac": ("adts", "aac"),
+        "opus": ("ogg", "libopus"),
+        "flac": ("flac", "flac"),
+    }[fmt]
+    out_rate = 48000 if codec == "libopus" else rate
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=out_rate, layout="mono")
+        frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
+        frame.planes[0].update(pcm[: (len(pcm) // 2) * 2])
+        frame.sample_rate = rate
+        frame.pts = None
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=out_rate)
+        frame_size = stream.codec_context.frame_size or 1024
+        fifo = av.AudioFifo()
+        for piece in resampler.resample(frame) + resampler.resample(None):
+            fifo.write(piece)
+        while fifo.samples:
+            chunk = fifo.read(min(frame_size, fifo.samples))
+            chunk.pts = None
+            for packet in stream.encode(chunk):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def rms_s16(pcm: bytes) -> float:
+    """Root mean square of s16le samples (0..32768): tells speech from silence."""
+    samples = np.frombuffer(pcm[: (len(pcm) // 2) * 2], dtype="<i2").astype(np.float64)
+    return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
