@@ -34,7 +34,7 @@ def test_original_deployment_names_are_read(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("GOCARE_RATE_LIMIT", "5/second")
     s = load_settings(env_file=None)
     assert s.livekit_api_key == "APIabc"
-    assert s.llm_configured and s.deepgram_configured and not s.groq_configured
+    assert s.llm_api_key is not None and s.deepgram_api_key is not None and not s.groq_configured
     assert s.token_ttl == 600
     assert s.rate == (5, 1.0)
     assert "sk-test" not in repr(s)  # secrets never print

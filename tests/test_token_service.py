@@ -201,6 +201,16 @@ def test_health_reports_only_what_is_configured(client: TestClient) -> None:
         body = c.get("/health").json()
     assert body["deepgram_configured"] and body["groq_configured"] and body["llm_configured"]
     assert body["azure_tts_configured"] is False  # a key without a region is not configured
+    assert body["tts_configured"] is False  # openai TTS needs GOCARE_TTS_API_KEY or LLM_API_KEY
+    azure = make_settings(azure_speech_key="az", azure_speech_region="westeurope", tts_provider="azure",
+                          llm_api_key="sk")
+    with TestClient(create_app(azure)) as c:
+        body = c.get("/health").json()
+    import importlib.util
+
+    plugin = importlib.util.find_spec("livekit.plugins.azure") is not None
+    assert body["azure_tts_configured"] is plugin and body["tts_configured"] is plugin
+    assert body["llm_configured"] is True and "sk" not in json.dumps(body)
 
 
 def test_openapi_docs_are_served_and_match_responses(client: TestClient) -> None:

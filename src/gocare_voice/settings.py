@@ -270,7 +270,7 @@ class Settings(BaseSettings):
             raise ValueError("\n".join(problems))
         return self
 
-    # --- derived facts (same ones /health and `gocare check` report) -------------------------------
+    # --- derived values (what is configured for the providers: check.configuration_facts) -------
     @property
     def origins(self) -> list[str]:
         return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
@@ -294,38 +294,8 @@ class Settings(BaseSettings):
         return url
 
     @property
-    def llm_configured(self) -> bool:
-        return self.llm_api_key is not None or self.groq_api_key is not None
-
-    @property
     def groq_configured(self) -> bool:
         return self.groq_api_key is not None
-
-    @property
-    def deepgram_configured(self) -> bool:
-        return self.deepgram_api_key is not None
-
-    @property
-    def azure_tts_configured(self) -> bool:
-        return self.azure_speech_key is not None and bool(self.azure_speech_region)
-
-    @property
-    def tts_configured(self) -> bool:
-        if self.tts_provider is TTSProvider.deepgram:
-            return self.deepgram_configured
-        if self.tts_provider is TTSProvider.azure:
-            return self.azure_tts_configured
-        return self.tts_api_key is not None or self.llm_api_key is not None
-
-    def configuration_facts(self) -> dict[str, bool]:
-        return {
-            "livekit_configured": self.livekit_configured,
-            "llm_configured": self.llm_configured,
-            "deepgram_configured": self.deepgram_configured,
-            "groq_configured": self.groq_configured,
-            "azure_tts_configured": self.azure_tts_configured,
-            "tts_configured": self.tts_configured,
-        }
 
 
 def _field_env_name(loc: tuple[Any, ...]) -> str:

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from gocare_voice import __version__
+from gocare_voice.check import configuration_facts
 from gocare_voice.settings import AuthMode, Settings
 from gocare_voice.token_service.auth import Authenticator, Caller
 from gocare_voice.token_service.deps import Services, read_json_body, require_caller
@@ -183,7 +184,7 @@ def create_app(settings: Settings) -> FastAPI:
             "environment": settings.env.value,
             "agent_name": settings.agent_name,
             "auth_mode": settings.auth_mode.value,
-            **settings.configuration_facts(),
+            **configuration_facts(settings),
         }, _NO_STORE)
 
     _include_optional_routers(app, settings)

@@ -116,7 +116,7 @@ class VoiceUploadPipeline:
 
         for name in ("livekit.plugins.deepgram", "livekit.plugins.openai"):
             importlib.import_module(name)
-        if settings.azure_tts_configured:
+        if settings.azure_speech_key is not None:
             try:
                 importlib.import_module("livekit.plugins.azure")
             except ImportError:
