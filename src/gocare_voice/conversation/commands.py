@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ E_NOT_AUTHENTICATED = "not_authenticated"
 E_NOT_PUSH_TO_TALK = "not_click_to_talk"
 E_STOPPED = "conversation_stopped"
 E_NOT_READY = "not_ready"
+E_FORBIDDEN = "forbidden"
 E_FAILED = "failed"
 
 
@@ -125,6 +127,19 @@ def _text(value: Any, *, limit: int = 128) -> str | None:
     return value[:limit] if value else None
 
 
+_SHOWABLE = re.compile(r"[A-Za-z_][A-Za-z_-]{0,31}")
+
+
+def _shown(value: Any) -> str:
+    """How an unknown name appears in an error/log: echoed when it looks like an identifier, otherwise only
+    its type and size (it could be anything the app put there, a phone number included)."""
+    if isinstance(value, str) and _SHOWABLE.fullmatch(value):
+        return repr(value)
+    if isinstance(value, str):
+        return f"<{len(value)} characters>"
+    return f"<{type(value).__name__}>"
+
+
 def normalize_mode(value: Any) -> str | None:
     """``"attorney"``, ``"click-to-talk"``, ``"Assistant"`` -> the canonical mode, or None."""
     if not isinstance(value, str):
@@ -138,14 +153,13 @@ def _command_from(data: Mapping[str, Any], *, name: Any, request_id: str | None)
         return CommandError(E_MALFORMED, "missing 'command'", request_id)
     command = command.lower()
     if command not in COMMANDS:
-        return CommandError(E_UNKNOWN_COMMAND, f"unknown command {command[:64]!r}", request_id)
+        return CommandError(E_UNKNOWN_COMMAND, f"unknown command {_shown(command)}", request_id)
     if command == SWITCH_AGENT:
         raw_agent = data.get("agent", data.get("mode"))
         agent = normalize_mode(raw_agent)
         if agent is None:
-            shown = raw_agent[:32] if isinstance(raw_agent, str) else type(raw_agent).__name__
             return CommandError(
-                E_INVALID_AGENT, f"'agent' must be one of {', '.join(MODES)} (got {shown!r})", request_id
+                E_INVALID_AGENT, f"'agent' must be one of {', '.join(MODES)} (got {_shown(raw_agent)})", request_id
             )
         return Command(command, agent=agent, request_id=request_id)
     return Command(command, request_id=request_id)
@@ -176,7 +190,7 @@ def parse_message(raw: Any) -> Parsed:
         )
     if kind is None:
         return CommandError(E_MALFORMED, "missing 'type'", request_id)
-    return CommandError(E_UNKNOWN_TYPE, f"unknown message type {kind!r}", request_id)
+    return CommandError(E_UNKNOWN_TYPE, f"unknown message type {_shown(kind)}", request_id)
 
 
 def parse_data_packet(payload: Any, *, topic: str | None) -> Parsed | None:
@@ -192,7 +206,7 @@ def parse_rpc(method: Any, payload: Any) -> Command | CommandError:
     arguments (``{"agent": "attorney"}``) or the full data-packet envelope."""
     name = _text(method, limit=64)
     if name is None or name.lower() not in COMMANDS:
-        return CommandError(E_UNKNOWN_COMMAND, f"unknown command {str(method)[:64]!r}")
+        return CommandError(E_UNKNOWN_COMMAND, f"unknown command {_shown(method)}")
     if payload is None or (isinstance(payload, (str, bytes)) and not payload.strip()):
         data: Any = {}
     else:
@@ -204,7 +218,7 @@ def parse_rpc(method: Any, payload: Any) -> Command | CommandError:
     request_id = _text(data.get("requestId") or data.get("request_id"), limit=64)
     inner = data.get("command")
     if inner is not None and (not isinstance(inner, str) or inner.strip().lower() != name.lower()):
-        return CommandError(E_MALFORMED, f"payload command does not match method {name!r}", request_id)
+        return CommandError(E_MALFORMED, f"payload command does not match method {_shown(name)}", request_id)
     return _command_from(data, name=name, request_id=request_id)
 
 
@@ -227,8 +241,8 @@ def _ok(command: Command, **extra: Any) -> dict[str, Any]:
 
 
 def _switch_refusal(result: Any) -> str | None:
-    """PART A's ``switch_mode`` may answer with a bool, a dict or a string; this reads a refusal out of
-    any of them (None = switched)."""
+    """An injected ``switch_mode`` refuses by raising an error with a ``code`` (``ModeSwitchError``) or by
+    returning False, ``{"ok": False, ...}`` or a reason string; anything else (the new agent) = switched."""
     if result is False:
         return "refused"
     if isinstance(result, Mapping) and result.get("ok") is False:
@@ -251,7 +265,7 @@ class CommandExecutor:
     switch_mode: SwitchMode | None = None
     listening: bool = True
     turn_open: bool = False
-    _log_extra: dict[str, Any] = field(default_factory=dict)
+    log_extra: dict[str, Any] = field(default_factory=dict)
 
     def _mode(self) -> str | None:
         mode = getattr(self.state, "mode", None)
@@ -259,6 +273,11 @@ class CommandExecutor:
 
     def _authenticated(self) -> bool:
         return bool(getattr(self.state, "authenticated", False))
+
+    def _set_listening(self, value: bool) -> None:
+        self.listening = value
+        if hasattr(self.state, "conversation_active"):
+            self.state.conversation_active = value
 
     def _set_audio(self, *, input_enabled: bool | None = None, output_enabled: bool | None = None) -> None:
         if input_enabled is not None:
@@ -283,7 +302,7 @@ class CommandExecutor:
             return await self._execute(command)
         except Exception as error:  # noqa: BLE001 - the answer carries the failure, the job lives on
             logger.warning(
-                "command %s failed: %s: %s", command.name, type(error).__name__, error, extra=self._log_extra
+                "command %s failed: %s: %s", command.name, type(error).__name__, error, extra=self.log_extra
             )
             return CommandError(E_FAILED, f"{command.name} failed: {type(error).__name__}", command.request_id).answer()
 
@@ -291,7 +310,7 @@ class CommandExecutor:
         name = command.name
         if name == START_CONVERSATION:
             self._set_audio(input_enabled=self._mode() != "click_to_talk", output_enabled=True)
-            self.listening = True
+            self._set_listening(True)
             return _ok(command, listening=True, agent=self._mode())
         if name == STOP_CONVERSATION:
             self._interrupt()
@@ -300,7 +319,7 @@ class CommandExecutor:
             except RuntimeError:
                 pass
             self._set_audio(input_enabled=False, output_enabled=False)
-            self.listening = False
+            self._set_listening(False)
             self.turn_open = False
             return _ok(command, listening=False)
         if name == SWITCH_AGENT:
@@ -317,9 +336,15 @@ class CommandExecutor:
             ).answer()
         if self.switch_mode is None:
             return CommandError(E_NOT_READY, "the session is not ready to switch agents", command.request_id).answer()
-        if self._mode() == command.agent:
-            return _ok(command, agent=command.agent, changed=False)
-        refusal = _switch_refusal(await _maybe_await(self.switch_mode(command.agent)))
+        try:
+            result = await _maybe_await(self.switch_mode(command.agent))
+        except Exception as error:  # noqa: BLE001 - a refusal (ModeSwitchError) or a failure: both answered
+            code = getattr(error, "code", None)
+            mapped = {"not_authenticated": E_NOT_AUTHENTICATED, "unknown_mode": E_INVALID_AGENT}.get(str(code))
+            if mapped is None:
+                raise
+            return CommandError(mapped, str(error), command.request_id).answer()
+        refusal = _switch_refusal(result)
         if refusal is not None:
             code = E_NOT_AUTHENTICATED if "auth" in refusal.lower() else E_FAILED
             return CommandError(code, f"switch refused: {refusal}", command.request_id).answer()
@@ -327,7 +352,7 @@ class CommandExecutor:
         if self.listening:
             # push-to-talk keeps the microphone closed between turns; the other modes listen all the time
             self._set_audio(input_enabled=command.agent != "click_to_talk")
-        return _ok(command, agent=command.agent, changed=True)
+        return _ok(command, agent=command.agent)
 
     def _turn(self, command: Command) -> dict[str, Any]:
         if self._mode() != "click_to_talk":
@@ -365,6 +390,6 @@ class CommandExecutor:
                 chat_ctx.add_message(role="assistant", content=upload.reply)
             await _maybe_await(agent.update_chat_ctx(chat_ctx))
         except Exception as error:  # noqa: BLE001
-            logger.warning("voice upload not added to the chat: %s: %s", type(error).__name__, error, extra=self._log_extra)
+            logger.warning("voice upload not added to the chat: %s: %s", type(error).__name__, error, extra=self.log_extra)
             return {"ok": False, "error": E_FAILED, "message": "voice upload not added"}
         return {"ok": True, "type": "voice_upload", "chars": len(upload.transcript)}

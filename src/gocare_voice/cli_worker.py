@@ -1,0 +1,169 @@
+"""``gocare worker start | dev | console | connect | download-files``.
+
+Each command runs livekit-agents' own CLI (``cli.run_app``) with our ``AgentServer``, passing every
+option it does not know through untouched (``gocare worker start --log-level debug``,
+``gocare worker console --text``, ``gocare worker connect --room demo``). ``--help`` after a command is
+livekit-agents' help for it.
+
+What we add in front of it, because livekit-agents does not do it:
+- missing provider keys stop the worker before it starts, one line per setting;
+- ``start``/``dev``/``connect`` check that LiveKit is reachable and accepts the credentials
+  (``GOCARE_LIVEKIT_CONNECT_RETRIES``) and exit 1 with one line when it is not, instead of retrying for
+  minutes and exiting 0; a connection lost for good later also ends in exit 1.
+
+Nothing heavy is imported at module level: ``gocare --help`` must not import livekit.agents.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from gocare_voice.settings import Settings
+
+worker_app = typer.Typer(
+    name="worker",
+    help="The LiveKit Agents worker (agent GOCARE_AGENT_NAME, default multi-assistant).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_PASS_THROUGH: dict[str, Any] = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _fail(line: str, code: int = 1) -> None:
+    typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(code)
+
+
+_LIVEKIT_OPTIONS = {"--url": "livekit_url", "--api-key": "livekit_api_key", "--api-secret": "livekit_api_secret"}
+
+
+def livekit_overrides(args: list[str]) -> dict[str, str]:
+    """livekit-agents' own ``--url/--api-key/--api-secret`` win over the settings; read them so the
+    pre-flight checks the server the worker will actually use."""
+    found: dict[str, str] = {}
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in _LIVEKIT_OPTIONS:
+            if not eq:
+                value = args[i + 1] if i + 1 < len(args) else ""
+            if value:
+                found[_LIVEKIT_OPTIONS[name]] = value
+    return found
+
+
+def _settings(args: list[str] | None = None) -> Settings:
+    from gocare_voice.cli import load_cli_settings
+
+    return load_cli_settings(**livekit_overrides(args or []))
+
+
+def _require_providers(settings: Settings, *, text_only: bool) -> None:
+    from gocare_voice.conversation.providers import missing_llm_settings, missing_provider_settings
+
+    missing = missing_llm_settings(settings) if text_only else missing_provider_settings(settings)
+    if missing:
+        for line in missing:
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(2)
+
+
+def _preflight(settings: Settings) -> None:
+    import asyncio
+    import warnings
+
+    from gocare_voice.worker.preflight import check_livekit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyJWT's short-key warning for the dev secret is not news here
+        result = asyncio.run(check_livekit(settings))
+    if not result.ok:
+        _fail(str(result.problem))
+
+
+def _run_livekit_cli(settings: Settings, command: str, args: list[str], *, console_text: bool = False) -> None:
+    """Hand over to livekit-agents' CLI with ``sys.argv`` rewritten (that is what ``run_app`` parses)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"livekit\..*")
+    warnings.filterwarnings("ignore", message=r".*HMAC key.*")
+    from livekit.agents import cli
+
+    from gocare_voice.worker.server import build_server
+
+    server = build_server(settings, console_text=console_text)
+    saved = sys.argv
+    sys.argv = ["gocare worker", command, *args]
+    code: Any = 0
+    try:
+        cli.run_app(server)
+    except SystemExit as done:
+        code = done.code
+    finally:
+        sys.argv = saved
+    if getattr(server, "_connection_failed", False):
+        _fail(
+            f"the worker could not (re)connect to LiveKit at {settings.livekit_url}; gave up after "
+            f"{settings.livekit_connect_retries} retries (GOCARE_LIVEKIT_CONNECT_RETRIES)"
+        )
+    if code not in (0, None):
+        raise typer.Exit(code if isinstance(code, int) else 1)
+
+
+@worker_app.command("start", context_settings=_PASS_THROUGH, add_help_option=False)
+def start(ctx: typer.Context) -> None:
+    """Run the worker in production mode (options: livekit-agents' `start`, e.g. --log-level, --drain-timeout)."""
+    settings = _settings(ctx.args)
+    _require_providers(settings, text_only=False)
+    if not _asks_for_help(ctx.args):
+        _preflight(settings)
+    _run_livekit_cli(settings, "start", list(ctx.args))
+
+
+@worker_app.command("dev", context_settings=_PASS_THROUGH, add_help_option=False)
+def dev(ctx: typer.Context) -> None:
+    """Run the worker in development mode (debug logs, no idle process pool)."""
+    settings = _settings(ctx.args)
+    _require_providers(settings, text_only=False)
+    if not _asks_for_help(ctx.args):
+        _preflight(settings)
+    _run_livekit_cli(settings, "dev", list(ctx.args))
+
+
+@worker_app.command("console", context_settings=_PASS_THROUGH, add_help_option=False)
+def console(ctx: typer.Context) -> None:
+    """Talk to the agents in this terminal, no LiveKit server needed (--text: typed, no audio device;
+    needs only the LLM settings)."""
+    settings = _settings()
+    text_only = "--text" in ctx.args
+    _require_providers(settings, text_only=text_only)
+    _run_livekit_cli(settings, "console", list(ctx.args), console_text=text_only)
+
+
+@worker_app.command("connect", context_settings=_PASS_THROUGH, add_help_option=False)
+def connect(ctx: typer.Context) -> None:
+    """Join one room directly, without dispatch (--room NAME required)."""
+    settings = _settings(ctx.args)
+    _require_providers(settings, text_only=False)
+    if not _asks_for_help(ctx.args):
+        _preflight(settings)
+    _run_livekit_cli(settings, "connect", list(ctx.args))
+
+
+@worker_app.command("download-files", context_settings=_PASS_THROUGH, add_help_option=False)
+def download_files(ctx: typer.Context) -> None:
+    """Fetch plugin model files ahead of time. Our VAD and turn detector ship inside their wheels, so this
+    has nothing to do for the default configuration; kept for plugins added later."""
+    from gocare_voice.cli import load_cli_settings
+
+    settings = load_cli_settings()
+    _run_livekit_cli(settings, "download-files", list(ctx.args))
+
+
+def _asks_for_help(args: list[str]) -> bool:
+    return "--help" in args or "-h" in args

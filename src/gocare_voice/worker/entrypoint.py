@@ -1,0 +1,192 @@
+"""The job: one room, one user, one AgentSession.
+
+Thin on purpose: everything that decides something (identity, commands, greeting timing) lives in
+``RoomHandlers``/``CommandExecutor``/the agents, which are tested without LiveKit. This module connects
+them to a real ``JobContext``.
+
+``prewarm`` and ``GoCareEntrypoint`` are module-level and picklable: livekit-agents hands them to job
+processes through multiprocessing (forkserver on Linux).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from gocare_voice.settings import Settings
+
+logger = logging.getLogger("gocare.worker")
+
+METADATA_GRACE_SECONDS = 1.5
+"""How long the agent waits for a name (the app's ``setMetadata`` after joining) before greeting without one."""
+
+VAD_KEY = "vad"
+DIRECTORY_KEY = "directory"
+
+
+def prewarm(proc: Any) -> None:
+    """Once per job process, before any job: the VAD weights and the local end-of-turn model, so the
+    first session does not stall its event loop loading them."""
+    from gocare_voice.conversation.providers import build_vad
+
+    proc.userdata[VAD_KEY] = build_vad()
+    try:
+        import livekit.local_inference as local_inference
+
+        local_inference.init_eot()  # no-op when the forkserver already preloaded it
+    except Exception as error:  # noqa: BLE001 - turn detection falls back to VAD; say so, keep going
+        logger.warning("local end-of-turn model not preloaded: %s: %s", type(error).__name__, error)
+    # our own heavy imports (SQLAlchemy, phonenumbers' metadata, the agents), here rather than inside the
+    # first job's event loop, where livekit-agents reports them as a blocked loop
+    import gocare_voice.conversation.agents  # noqa: F401
+    import gocare_voice.conversation.directory  # noqa: F401
+
+    try:
+        # the openai SDK imports its chat resources lazily on the first request: a ~150 ms stall of the
+        # session's event loop in the middle of the first turn otherwise
+        import openai.resources.chat.completions  # noqa: F401
+        # and the first HTTP client of a process loads the CA bundle (~150 ms): the LLM/TTS plugins each
+        # build one when the session is created
+        import httpx2
+
+        httpx2.AsyncClient()
+    except ImportError:
+        pass
+
+
+def _vad_for(ctx: Any) -> Any:
+    vad = ctx.proc.userdata.get(VAD_KEY)
+    if vad is None:  # a process that skipped prewarm (thread executor in tests): load it here, once
+        from gocare_voice.conversation.providers import build_vad
+
+        vad = ctx.proc.userdata[VAD_KEY] = build_vad()
+    return vad
+
+
+def _directory_for(ctx: Any, settings: Settings) -> Any:
+    directory = ctx.proc.userdata.get(DIRECTORY_KEY)
+    if directory is None:
+        from gocare_voice.conversation.directory import UserDirectory
+
+        directory = ctx.proc.userdata[DIRECTORY_KEY] = UserDirectory.from_settings(settings)
+    return directory
+
+
+def session_providers(settings: Settings, *, text_only: bool = False) -> dict[str, Any]:
+    """STT/LLM/TTS/turn detection for one session. ``text_only`` (console --text) leaves out STT/TTS whose
+    keys are missing instead of failing: typed chat needs only the LLM. Blocking (each HTTP client loads
+    the CA bundle, ~150 ms): the job calls it in a thread."""
+    from gocare_voice.conversation import providers
+
+    parts: dict[str, Any] = {"llm": providers.build_llm(settings)}
+    if not (text_only and providers.missing_stt_settings(settings)):
+        parts["stt"] = providers.build_stt(settings)
+    if not (text_only and providers.missing_tts_settings(settings)):
+        parts["tts"] = providers.build_tts(settings)
+    parts["turn_handling"] = {"turn_detection": providers.build_turn_detection(settings)}
+    return parts
+
+
+def build_session(settings: Settings, *, vad: Any, state: Any, text_only: bool = False,
+                  parts: dict[str, Any] | None = None) -> Any:
+    """The AgentSession with our providers; the same one for console and rooms."""
+    from livekit.agents import AgentSession
+
+    if parts is None:
+        parts = session_providers(settings, text_only=text_only)
+    return AgentSession(**parts, vad=vad, userdata=state)
+
+
+class GoCareEntrypoint:
+    """``async (JobContext) -> None`` carrying the settings into the job process (picklable)."""
+
+    def __init__(self, *, settings: Settings, console_text: bool = False) -> None:
+        self.settings = settings
+        self.console_text = console_text
+
+    async def __call__(self, ctx: Any) -> None:
+        await run_job(ctx, settings=self.settings, console_text=self.console_text)
+
+
+async def run_job(
+    ctx: Any, *, settings: Settings, metadata_grace: float = METADATA_GRACE_SECONDS, console_text: bool = False
+) -> Any:
+    """Connect, find the user, start the session, greet; returns the running AgentSession (for tests:
+    livekit-agents ignores it and keeps the job alive until the room closes)."""
+    from livekit.agents import room_io
+
+    from gocare_voice.conversation.agents import AuthenticationAgent, build_entry_agent, switch_mode
+    from gocare_voice.conversation.commands import CommandExecutor
+    from gocare_voice.conversation.state import SessionState
+    from gocare_voice.worker.handlers import RoomHandlers
+    from gocare_voice.worker.tasks import TaskScheduler
+
+    console = bool(ctx.is_fake_job())
+    await ctx.connect()
+    room = ctx.room
+    room_name = room.name if isinstance(getattr(room, "name", None), str) else None
+    ctx.log_context_fields = {"room": room_name}
+    logger.info("room ready (room=%s console=%s agent=%s)", room_name, console, settings.agent_name)
+
+    state = SessionState(room_name=room_name)
+    scheduler = TaskScheduler(room_name=room_name)
+    handlers = RoomHandlers(room=room, state=state, job_metadata=ctx.job.metadata, scheduler=scheduler)
+    ctx.add_shutdown_callback(scheduler.aclose)
+
+    participant = None
+    if not console:
+        # callbacks and RPC first: an app already in the room may call as soon as the agent appears
+        # (it gets ``not_ready`` until the session runs, rather than UNSUPPORTED_METHOD)
+        handlers.attach()
+        handlers.register_rpc()
+        participant = await ctx.wait_for_participant()
+        handlers.link_user(participant)
+        ctx.log_context_fields = {"room": room_name, "participant": handlers.user_identity}
+    else:
+        handlers.update_identity(None, why="console")  # dispatch metadata only
+
+    directory = _directory_for(ctx, settings)
+    from gocare_voice.conversation.providers import import_plugins
+
+    import_plugins(settings)  # registered on this thread (a no-op when build_server already did it)
+    parts = await asyncio.to_thread(session_providers, settings, text_only=console and console_text)
+    session = build_session(settings, vad=_vad_for(ctx), state=state, parts=parts)
+
+    def _switch(mode: str) -> Any:
+        return switch_mode(session, mode, settings=settings, directory=directory, state=state)
+
+
+    async def _greet() -> None:
+        agent = session.current_agent
+        if isinstance(agent, AuthenticationAgent):
+            await agent.refresh_identity()
+            agent.greet()
+
+    async def _refresh() -> None:
+        agent = session.current_agent
+        if isinstance(agent, AuthenticationAgent):
+            await agent.refresh_identity()
+
+    @session.on("agent_state_changed")
+    def _on_agent_state(ev: Any) -> None:
+        logger.debug("agent state %s -> %s (room=%s)", ev.old_state, ev.new_state, room_name)
+
+    entry = build_entry_agent(state=state, settings=settings, directory=directory, greet_on_enter=False)
+    start_kwargs: dict[str, Any] = {"agent": entry}
+    if not console:
+        start_kwargs["room"] = room
+        start_kwargs["room_options"] = room_io.RoomOptions(participant_identity=handlers.user_identity)
+    await session.start(**start_kwargs)
+    logger.info("session started (room=%s participant=%s)", room_name, handlers.user_identity)
+
+    # commands are answered ``not_ready`` until here: the session methods they call need a running session
+    handlers.executor = CommandExecutor(
+        session=session, state=state, switch_mode=_switch,
+        log_extra={"room": room_name, "participant": handlers.user_identity},
+    )
+
+    handlers.greet = _greet
+    handlers.refresh = _refresh
+    await handlers.greet_when_ready(grace=0.0 if console else metadata_grace, participant=participant)
+    return session

@@ -1,0 +1,345 @@
+"""Room events -> session state, commands and greetings, kept apart from LiveKit itself.
+
+``RoomHandlers`` takes plain objects: anything with ``name``, ``local_participant`` (``publish_data``,
+``register_rpc_method``) and ``on(event, callback)`` is a room; a participant is anything with
+``identity``, ``metadata`` and ``attributes``; a data packet anything with ``data``, ``topic`` and
+``participant``. The worker passes the real ``rtc.Room``; tests pass small Python objects, so every
+malformed input the network can produce is exercised without a LiveKit server.
+
+Every room callback here is synchronous and only schedules work on the ``TaskScheduler``; the callbacks
+themselves catch everything, because an exception escaping into livekit's event dispatch would be
+logged far from its cause or, worse, stop later listeners from running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from gocare_voice.conversation import commands as cmd
+from gocare_voice.conversation.identity import Identity, identity_from_participant, welcome_payload
+from gocare_voice.worker.tasks import TaskScheduler
+
+logger = logging.getLogger("gocare.worker")
+
+Greeter = Callable[[], Awaitable[Any]]
+
+
+def _identity_of(participant: Any) -> str | None:
+    value = getattr(participant, "identity", None)
+    return value if isinstance(value, str) and value else None
+
+
+def _sid_of(participant: Any) -> str | None:
+    value = getattr(participant, "sid", None)
+    return value if isinstance(value, str) and value else None
+
+
+def _size(value: Any) -> int | None:
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    return None
+
+
+def _attributes_of(participant: Any) -> Mapping[str, Any] | None:
+    attrs = getattr(participant, "attributes", None)
+    return attrs if isinstance(attrs, Mapping) else None
+
+
+class RoomHandlers:
+    """The worker's side of one room: who the user is, what they asked, what we told them."""
+
+    def __init__(
+        self,
+        *,
+        room: Any,
+        state: Any,
+        job_metadata: Any = None,
+        scheduler: TaskScheduler | None = None,
+        executor: cmd.CommandExecutor | None = None,
+        greet: Greeter | None = None,
+        refresh: Greeter | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.room = room
+        self.state = state
+        self.job_metadata = job_metadata
+        self.room_name = getattr(room, "name", None) if isinstance(getattr(room, "name", None), str) else None
+        self.scheduler = scheduler or TaskScheduler(room_name=self.room_name)
+        self.executor = executor
+        self.greet = greet
+        self.refresh = refresh
+        self.log = log or logger
+        self.user_identity: str | None = None
+        self._welcomed: set[tuple[str, str | None]] = set()
+        self._greeting_scheduled = False
+        self._waiting_for_name = False
+        self._name_known = asyncio.Event()
+        self.ignored_packets = 0
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def _extra(self, participant: str | None = None) -> dict[str, Any]:
+        return {"room": self.room_name, "participant": participant or self.user_identity}
+
+    def read_identity(self, participant: Any, *, metadata: Any = None) -> tuple[Identity, list[str]]:
+        """The same pure function ``gocare test-metadata`` uses, over everything we know."""
+        raw = metadata if metadata is not None else getattr(participant, "metadata", None)
+        return identity_from_participant(
+            metadata=raw, attributes=_attributes_of(participant), job_metadata=self.job_metadata
+        )
+
+    def update_identity(self, participant: Any, *, metadata: Any = None, why: str) -> Identity:
+        identity, problems = self.read_identity(participant, metadata=metadata)
+        who = _identity_of(participant)
+        for problem in problems:
+            self.log.warning("identity: %s (room=%s participant=%s)", problem, self.room_name, who, extra=self._extra(who))
+        changed = bool(self.state.apply_identity(identity))
+        if getattr(self.state, "user_name", None):
+            self._name_known.set()
+        self.log.info(
+            "identity extracted (%s): user_id=%s user_name=%s source=%s changed=%s",
+            why, identity.user_id, identity.user_name, identity.source, changed, extra=self._extra(who),
+        )
+        return identity
+
+    def _is_user(self, participant: Any) -> bool:
+        who = _identity_of(participant)
+        return who is not None and who == self.user_identity
+
+    # --- wiring ------------------------------------------------------------------------------------
+
+    def attach(self) -> None:
+        """Register the synchronous callbacks on the room."""
+        self.room.on("participant_metadata_changed", self.on_participant_metadata_changed)
+        self.room.on("participant_attributes_changed", self.on_participant_attributes_changed)
+        self.room.on("data_received", self.on_data_received)
+        self.room.on("participant_disconnected", self.on_participant_disconnected)
+
+    def register_rpc(self) -> list[str]:
+        """One RPC method per command on the agent participant (the method name is the command)."""
+        local = self.room.local_participant
+        for name in cmd.COMMANDS:
+            local.register_rpc_method(name, self.handle_rpc)
+        return list(cmd.COMMANDS)
+
+    def link_user(self, participant: Any) -> Identity:
+        """The user joined (or was already there): remember who they are and read their identity."""
+        self.user_identity = _identity_of(participant)
+        if hasattr(self.state, "participant_identity"):
+            self.state.participant_identity = self.user_identity
+        self.log.info(
+            "user connected (room=%s participant=%s metadata=%s chars, attributes=%s)",
+            self.room_name, self.user_identity, _size(getattr(participant, "metadata", None)),
+            len(_attributes_of(participant) or {}), extra=self._extra(),
+        )
+        return self.update_identity(participant, why="join")
+
+    # --- room callbacks (synchronous, never raise) --------------------------------------------------
+
+    def on_participant_metadata_changed(self, participant: Any, old_metadata: Any = None, new_metadata: Any = None) -> None:
+        try:
+            if not self._is_user(participant):
+                return
+            self.log.info(
+                "metadata received (room=%s participant=%s, %s chars)",
+                self.room_name, self.user_identity, _size(new_metadata if new_metadata is not None else getattr(participant, "metadata", None)),
+                extra=self._extra(),
+            )
+            self.update_identity(participant, metadata=new_metadata, why="metadata changed")
+            self._maybe_greet()
+        except Exception:  # noqa: BLE001 - a callback must never take the job down
+            self.log.exception("metadata change not handled (room=%s participant=%s)", self.room_name, _identity_of(participant))
+
+    def on_participant_attributes_changed(self, changed_attributes: Any, participant: Any) -> None:
+        try:
+            if not self._is_user(participant):
+                return
+            keys = sorted(str(k) for k in changed_attributes) if isinstance(changed_attributes, Mapping) else []
+            self.log.info(
+                "attributes changed (room=%s participant=%s keys=%s)", self.room_name, self.user_identity, keys[:16],
+                extra=self._extra(),
+            )
+            self.update_identity(participant, why="attributes changed")
+            self._maybe_greet()
+        except Exception:  # noqa: BLE001
+            self.log.exception("attributes change not handled (room=%s participant=%s)", self.room_name, _identity_of(participant))
+
+    def on_data_received(self, packet: Any) -> None:
+        try:
+            self._on_data(packet)
+        except Exception:  # noqa: BLE001
+            self.ignored_packets += 1
+            self.log.exception("data packet not handled (room=%s)", self.room_name)
+
+    def _on_data(self, packet: Any) -> None:
+        topic = getattr(packet, "topic", None)
+        sender = getattr(packet, "participant", None)
+        sender_id = _identity_of(sender)
+        parsed = cmd.parse_data_packet(getattr(packet, "data", None), topic=topic if isinstance(topic, str) else None)
+        if parsed is None:
+            return  # not ours (lk.chat and friends belong to RoomIO)
+        if sender is not None and self.user_identity is not None and sender_id != self.user_identity:
+            self.ignored_packets += 1
+            self.log.warning(
+                "data packet from another participant ignored (room=%s participant=%s)", self.room_name, sender_id,
+                extra=self._extra(sender_id),
+            )
+            return
+        if isinstance(parsed, cmd.CommandError):
+            self.ignored_packets += 1
+            self.log.warning(
+                "data packet ignored: %s: %s (room=%s participant=%s)", parsed.code, parsed.message, self.room_name, sender_id,
+                extra=self._extra(sender_id),
+            )
+            return
+        if isinstance(parsed, cmd.VoiceUpload):
+            self.log.info(
+                "voice upload received (room=%s, transcript %d chars)", self.room_name, len(parsed.transcript),
+                extra=self._extra(sender_id),
+            )
+            self.scheduler.spawn(self._voice_upload(parsed), what="voice_upload", participant=sender_id)
+            return
+        self.log.info("command %s received by data packet (room=%s participant=%s)", parsed.name, self.room_name, sender_id, extra=self._extra(sender_id))
+        self.scheduler.spawn(self._command_from_packet(parsed, sender_id), what=f"command {parsed.name}", participant=sender_id)
+
+    def on_participant_disconnected(self, participant: Any) -> None:
+        try:
+            who = _identity_of(participant)
+            if who is None or who != self.user_identity:
+                self.log.info("participant left (room=%s participant=%s)", self.room_name, who, extra=self._extra(who))
+                return
+            self.log.info(
+                "user disconnected (room=%s participant=%s authenticated=%s)",
+                self.room_name, who, bool(getattr(self.state, "authenticated", False)), extra=self._extra(who),
+            )
+        except Exception:  # noqa: BLE001
+            self.log.exception("disconnect not handled (room=%s)", self.room_name)
+
+    # --- the work, on the event loop ---------------------------------------------------------------
+
+    async def run_command(self, command: cmd.Command | cmd.CommandError, *, caller: str | None) -> dict[str, Any]:
+        if isinstance(command, cmd.CommandError):
+            return command.answer()
+        if self.executor is None:
+            return cmd.CommandError(cmd.E_NOT_READY, "the agent is still starting", command.request_id).answer()
+        answer = await self.executor.execute(command)
+        level = logging.INFO if answer.get("ok") else logging.WARNING
+        self.log.log(
+            level, "command %s -> %s (room=%s participant=%s)", command.name,
+            "ok" if answer.get("ok") else answer.get("error"), self.room_name, caller, extra=self._extra(caller),
+        )
+        return answer
+
+    async def _command_from_packet(self, command: cmd.Command, sender: str | None) -> None:
+        answer = await self.run_command(command, caller=sender)
+        if sender is not None:
+            # data-packet senders get the same answer RPC callers get, as a packet back to them only
+            await self.publish({"type": "command_result", **answer}, to=sender)
+
+    async def _voice_upload(self, upload: cmd.VoiceUpload) -> None:
+        if self.executor is None:
+            self.log.warning("voice upload arrived before the session started; not added (room=%s)", self.room_name)
+            return
+        await self.executor.add_voice_upload(upload)
+
+    async def handle_rpc(self, data: Any) -> str:
+        """RPC handler for every command: always a JSON answer (``{"ok": ...}``), never an exception."""
+        caller = getattr(data, "caller_identity", None)
+        method = getattr(data, "method", None)
+        try:
+            if self.user_identity is not None and caller != self.user_identity:
+                self.log.warning("rpc %s from another participant refused (room=%s participant=%s)", cmd._shown(method), self.room_name, caller, extra=self._extra(caller))
+                return json.dumps(cmd.CommandError(cmd.E_FORBIDDEN, "commands are accepted from the room's user only").answer())
+            parsed = cmd.parse_rpc(method, getattr(data, "payload", None))
+            if isinstance(parsed, cmd.CommandError):
+                self.log.warning("rpc %s refused: %s (room=%s participant=%s)", cmd._shown(method), parsed.code, self.room_name, caller, extra=self._extra(caller))
+            else:
+                self.log.info("command %s received by rpc (room=%s participant=%s)", parsed.name, self.room_name, caller, extra=self._extra(caller))
+            return json.dumps(await self.run_command(parsed, caller=caller))
+        except Exception as error:  # noqa: BLE001 - the caller gets an answer, the job lives on
+            self.log.exception("rpc %s failed (room=%s participant=%s)", cmd._shown(method), self.room_name, caller)
+            return json.dumps(cmd.CommandError(cmd.E_FAILED, type(error).__name__).answer())
+
+    async def publish(self, payload: Mapping[str, Any], *, to: str | None) -> None:
+        await self.room.local_participant.publish_data(
+            json.dumps(payload), reliable=True, topic=cmd.TOPIC, destination_identities=[to] if to else []
+        )
+
+    async def send_welcome(self, participant: Any) -> bool:
+        """The welcome packet, once per participant (a reconnect is a new participant: new sid)."""
+        who = _identity_of(participant)
+        if who is None:
+            return False
+        key = (who, _sid_of(participant))
+        if key in self._welcomed:
+            return False
+        self._welcomed.add(key)
+        payload = welcome_payload(self.state.identity)
+        try:
+            await self.publish(payload, to=who)
+        except Exception:
+            self._welcomed.discard(key)
+            raise
+        self.log.info(
+            "welcome sent (room=%s participant=%s named=%s)", self.room_name, who, bool(payload.get("userName")),
+            extra=self._extra(who),
+        )
+        return True
+
+    async def greet_when_ready(self, *, grace: float, participant: Any = None) -> bool:
+        """Greet once the name is known, or after ``grace`` seconds without one; then send the welcome.
+
+        The app may call ``setMetadata`` just after joining: waiting a moment turns "Welcome." into
+        "Welcome John!". With the name already in the token there is no wait at all.
+        Returns True when this call greeted.
+        """
+        greeted = False
+        if not getattr(self.state, "user_name", None):
+            self._waiting_for_name = True
+            try:
+                await asyncio.wait_for(self._name_known.wait(), timeout=grace)
+            except asyncio.TimeoutError:
+                self.log.info(
+                    "no name after %.1fs (room=%s participant=%s); greeting without it",
+                    grace, self.room_name, self.user_identity, extra=self._extra(),
+                )
+            finally:
+                self._waiting_for_name = False
+        if self.greet is not None and not getattr(self.state, "greeted", False):
+            try:
+                await self.greet()
+                greeted = True
+            except Exception:  # noqa: BLE001 - no greeting is bad, a dead job is worse
+                self.log.exception("greeting failed (room=%s participant=%s)", self.room_name, self.user_identity)
+        if participant is not None:
+            try:
+                await self.send_welcome(participant)
+            except Exception:  # noqa: BLE001
+                self.log.exception("welcome not sent (room=%s participant=%s)", self.room_name, self.user_identity)
+        return greeted
+
+    def _maybe_greet(self) -> None:
+        """Metadata arrived after the join: greet with the name if the agent has not greeted yet (when
+        ``greet_when_ready`` is waiting, the name wakes it instead); once greeted, only refresh what the
+        agent knows (its instructions use the name)."""
+        if self._waiting_for_name:
+            return
+        if getattr(self.state, "greeted", False):
+            if self.refresh is not None:
+                self.scheduler.spawn(self.refresh(), what="identity refresh", participant=self.user_identity)
+            return
+        if self.greet is None or self._greeting_scheduled or not getattr(self.state, "user_name", None):
+            return
+        self._greeting_scheduled = True
+        self.scheduler.spawn(self._greet(), what="greeting", participant=self.user_identity)
+
+    async def _greet(self) -> None:
+        try:
+            if not getattr(self.state, "greeted", False):
+                await self.greet()  # type: ignore[misc]
+        finally:
+            self._greeting_scheduled = False

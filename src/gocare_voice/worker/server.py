@@ -1,0 +1,37 @@
+"""``build_server(settings)``: the livekit-agents ``AgentServer`` registered as our agent.
+
+Explicit dispatch: the worker registers under ``settings.agent_name`` (``multi-assistant``), so it joins
+only rooms whose token or API call dispatches that name, never every room on the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gocare_voice.settings import Settings
+
+
+def build_server(settings: Settings, *, console_text: bool = False, **server_options: Any) -> Any:
+    """Factory, no environment reads: LiveKit URL and credentials come from ``settings``; the number of
+    connection retries is ``GOCARE_LIVEKIT_CONNECT_RETRIES``; extra keyword options go to ``AgentServer``.
+    ``console_text``: ``console --text`` needs no STT/TTS, so the session is built without them when their
+    keys are missing."""
+    from livekit.agents import AgentServer
+
+    from gocare_voice.conversation.providers import import_plugins
+    from gocare_voice.worker.entrypoint import GoCareEntrypoint, prewarm
+
+    import_plugins(settings)
+
+    options: dict[str, Any] = {
+        "ws_url": settings.livekit_url,
+        "api_key": settings.livekit_api_key,
+        "api_secret": settings.livekit_api_secret.get_secret_value(),
+        "max_retry": settings.livekit_connect_retries,
+        "setup_fnc": prewarm,
+        "log_level": settings.log_level,
+    }
+    options.update(server_options)
+    server = AgentServer(**options)
+    server.rtc_session(GoCareEntrypoint(settings=settings, console_text=console_text), agent_name=settings.agent_name)
+    return server

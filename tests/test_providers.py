@@ -1,0 +1,169 @@
+"""Providers built from Settings: what is missing is named up front, each builder works alone, fallbacks
+where several providers are configured, and the LLM builder really talks to an OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from gocare_voice.conversation import providers
+from gocare_voice.settings import GROQ_BASE_URL, Settings
+
+
+def make(**values: object) -> Settings:
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def test_nothing_configured_names_every_setting() -> None:
+    lines = providers.missing_provider_settings(make())
+    assert len(lines) == 3
+    assert lines[0].startswith("DEEPGRAM_API_KEY")
+    assert lines[1].startswith("LLM_API_KEY") and "GROQ_API_KEY" in lines[1]
+    assert lines[2].startswith("GOCARE_TTS_API_KEY")
+
+
+def test_everything_configured_has_nothing_missing() -> None:
+    assert providers.missing_provider_settings(make(deepgram_api_key="dg", llm_api_key="sk")) == []
+
+
+def test_groq_alone_is_enough_for_the_llm_but_not_for_openai_tts() -> None:
+    settings = make(deepgram_api_key="dg", groq_api_key="gq")
+    assert providers.missing_llm_settings(settings) == []
+    assert providers.missing_tts_settings(settings)[0].startswith("GOCARE_TTS_API_KEY")
+    assert providers.missing_provider_settings(make(deepgram_api_key="dg", groq_api_key="gq", tts_provider="deepgram")) == []
+
+
+def test_tts_provider_specific_lines() -> None:
+    assert providers.missing_tts_settings(make(tts_provider="deepgram"))[0].startswith("DEEPGRAM_API_KEY")
+    azure = providers.missing_tts_settings(make(tts_provider="azure"))
+    assert azure[0].startswith("AZURE_SPEECH_KEY") and azure[1].startswith("AZURE_SPEECH_REGION")
+    if not providers._azure_plugin_available():
+        assert "livekit-plugins-azure" in azure[2]
+
+
+def test_builders_refuse_with_the_missing_settings() -> None:
+    with pytest.raises(providers.ProviderConfigError) as stt:
+        providers.build_stt(make())
+    assert stt.value.problems[0].startswith("DEEPGRAM_API_KEY")
+    with pytest.raises(providers.ProviderConfigError):
+        providers.build_llm(make())
+    with pytest.raises(providers.ProviderConfigError):
+        providers.build_tts(make(tts_provider="deepgram"))
+
+
+@pytest.mark.parametrize(
+    ("base", "endpoint", "expected"),
+    [
+        (None, "listen", "https://api.deepgram.com/v1/listen"),
+        ("http://127.0.0.1:9000", "listen", "http://127.0.0.1:9000/v1/listen"),
+        ("http://127.0.0.1:9000/", "speak", "http://127.0.0.1:9000/v1/speak"),
+        ("https://proxy.example/dg/v1", "listen", "https://proxy.example/dg/v1/listen"),
+        ("https://proxy.example/v1/listen", "speak", "https://proxy.example/v1/speak"),
+        ("wss://api.deepgram.com/v1/listen", "listen", "wss://api.deepgram.com/v1/listen"),
+    ],
+)
+def test_deepgram_endpoint(base: str | None, endpoint: str, expected: str) -> None:
+    assert providers.deepgram_endpoint(base, endpoint) == expected
+
+
+def test_stt_is_deepgram_with_our_model_language_and_url() -> None:
+    from livekit.plugins import deepgram
+
+    stt = providers.build_stt(make(deepgram_api_key="dg", deepgram_base_url="http://127.0.0.1:9", stt_model="nova-2",
+                                   stt_language="en-IN"))
+    assert isinstance(stt, deepgram.STT)
+    assert stt.model == "nova-2"
+    assert stt._opts.endpoint_url == "http://127.0.0.1:9/v1/listen"
+    assert stt._opts.language.language == "en"
+
+
+def test_llm_selection() -> None:
+    from livekit.agents import llm as lk_llm
+    from livekit.plugins import openai
+
+    only_llm = providers.build_llm(make(llm_api_key="sk", llm_base_url="http://127.0.0.1:1/v1", llm_model_name="m1"))
+    assert isinstance(only_llm, openai.LLM) and only_llm.model == "m1"
+    assert str(only_llm._client.base_url).startswith("http://127.0.0.1:1/v1")
+
+    only_groq = providers.build_llm(make(groq_api_key="gq"))
+    assert isinstance(only_groq, openai.LLM)
+    assert str(only_groq._client.base_url).rstrip("/") == GROQ_BASE_URL
+    assert only_groq.model == providers.GROQ_DEFAULT_MODEL
+
+    groq_named = providers.build_llm(make(groq_api_key="gq", llm_model_name="llama-3.1-8b-instant"))
+    assert groq_named.model == "llama-3.1-8b-instant"
+
+    both = providers.build_llm(make(llm_api_key="sk", groq_api_key="gq"))
+    assert isinstance(both, lk_llm.FallbackAdapter)
+    assert [i.model for i in both._llm_instances] == ["gpt-4o-mini", providers.GROQ_DEFAULT_MODEL]
+
+
+def test_tts_selection_and_fallback() -> None:
+    from livekit.agents import tts as lk_tts
+    from livekit.plugins import deepgram, openai
+
+    openai_only = providers.build_tts(make(llm_api_key="sk"))
+    assert isinstance(openai_only, openai.TTS)
+
+    dg_first = providers.build_tts(make(deepgram_api_key="dg", llm_api_key="sk", tts_provider="deepgram"))
+    assert isinstance(dg_first, lk_tts.FallbackAdapter)
+    assert [type(t) for t in dg_first._tts_instances] == [deepgram.TTS, openai.TTS]
+    assert dg_first._tts_instances[0].model == providers.DEEPGRAM_DEFAULT_TTS_MODEL  # not the OpenAI model name
+
+    openai_first = providers.build_tts(make(deepgram_api_key="dg", tts_api_key="tk", tts_base_url="http://127.0.0.1:2/v1"))
+    assert [type(t) for t in openai_first._tts_instances] == [openai.TTS, deepgram.TTS]
+
+
+def test_turn_detection_is_the_bundled_local_model_without_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LIVEKIT_DEV_MODE", "1")  # dev mode would otherwise pick the cloud model
+    detector = providers.build_turn_detection(make())
+    from livekit.agents import inference
+
+    assert isinstance(detector, inference.TurnDetector)
+    assert detector.model == "turn-detector-v1-mini"
+    # the deprecated plugin (Hugging Face download) is never imported: its runner would fail the worker
+    assert "livekit.plugins.turn_detector" not in sys.modules
+
+
+def test_turn_detection_falls_back_to_vad(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from livekit.agents import inference
+
+    def broken(**_: object) -> None:
+        raise RuntimeError("model missing")
+
+    monkeypatch.setattr(inference, "TurnDetector", broken)
+    assert providers.build_turn_detection(make()) == "vad"
+    assert "falling back to VAD turn detection" in caplog.text
+
+
+def test_vad_is_silero() -> None:
+    from livekit.plugins import silero
+
+    assert isinstance(providers.build_vad(), silero.VAD)
+
+
+def test_describe_never_shows_keys() -> None:
+    text = repr(providers.describe_providers(make(deepgram_api_key="dg-secret", llm_api_key="sk-secret", groq_api_key="gq-secret")))
+    assert "secret" not in text
+    assert "groq:" in text and "deepgram:" in text
+
+
+async def test_built_llm_really_talks_to_an_openai_compatible_server(openai_server) -> None:  # type: ignore[no-untyped-def]
+    from livekit.agents import ChatContext
+
+    from scripted.openai_server import Reply, Rule
+
+    openai_server.script(Rule(user="ping", reply=Reply(text="pong from the scripted model")))
+    llm = providers.build_llm(make(llm_api_key="sk-test", llm_base_url=openai_server.base_url, llm_model_name="scripted-1"))
+    chat = ChatContext.empty()
+    chat.add_message(role="user", content="ping")
+    text = ""
+    async with llm.chat(chat_ctx=chat) as stream:
+        async for chunk in stream:
+            if chunk.delta and chunk.delta.content:
+                text += chunk.delta.content
+    assert text == "pong from the scripted model"
+    [request] = openai_server.chat_requests()
+    assert request.model == "scripted-1"
