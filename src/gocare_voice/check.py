@@ -1,9 +1,8 @@
-"""The configuration facts ``gocare check`` prints (the same ones ``/health`` reports) and the LiveKit
-reachability probe used by ``gocare check --livekit`` and the worker's start-up check."""
+"""The configuration facts ``gocare check`` prints (the same ones ``/health`` reports). The LiveKit
+reachability check of ``gocare check --livekit`` is the worker's own pre-flight (``worker.preflight``)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from gocare_voice.conversation.providers import (
@@ -60,29 +59,3 @@ def configuration_rows(settings: Settings) -> list[ConfigRow]:
         ConfigRow("Caller authentication", settings.auth_mode is AuthMode.jwt, False, "token-server",
                   "GOCARE_AUTH_MODE=jwt with GOCARE_AUTH_JWT_SECRET or GOCARE_AUTH_JWKS_URL"),
     ]
-
-
-async def livekit_reachability(settings: Settings, *, timeout: float) -> tuple[bool, str]:
-    """List rooms once, without livekit-api's region failover: (ok, one line saying what happened)."""
-    import warnings
-
-    import aiohttp
-    from livekit import api
-
-    where = settings.livekit_http_url
-    try:
-        # livekit-api signs its own admin token with PyJWT, which warns about the short development secret.
-        warnings.filterwarnings("ignore", message="The HMAC key is", category=UserWarning)
-        async with api.LiveKitAPI(
-            settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret.get_secret_value(),
-            timeout=aiohttp.ClientTimeout(total=timeout), failover=False,
-        ) as lk:
-            rooms = await lk.room.list_rooms(api.ListRoomsRequest())
-    except api.TwirpError as error:
-        if error.status in (401, 403):
-            return False, f"LiveKit at {where} refused the credentials (LIVEKIT_API_KEY / LIVEKIT_API_SECRET)"
-        return False, f"LiveKit at {where} answered {error.status} {error.code}: {error.message}"
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
-        reason = "timed out" if isinstance(error, asyncio.TimeoutError) else error.__class__.__name__
-        return False, f"LiveKit at {where} is unreachable ({reason}); is livekit-server running? (LIVEKIT_URL)"
-    return True, f"LiveKit at {where} answered: {len(rooms.rooms)} room(s)"

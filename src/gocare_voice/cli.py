@@ -38,6 +38,11 @@ class _State:
 _state = _State()
 
 
+def _error(message: str) -> None:
+    """One error line on stderr, never wrapped at the terminal width (scripts grep for it)."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
 def load_cli_settings(**overrides: object) -> Settings:
     """Settings for a command, or one line per problem on stderr and exit 2 (never a traceback)."""
     from gocare_voice.settings import SettingsError, load_settings
@@ -46,7 +51,7 @@ def load_cli_settings(**overrides: object) -> Settings:
         return load_settings(env_file=_state.env_file, **overrides)
     except SettingsError as error:
         for line in error.problems:
-            err_console.print(f"[bold red]error:[/] {line}", highlight=False, markup=True, soft_wrap=True)
+            _error(line)
         raise typer.Exit(2) from None
 
 
@@ -109,7 +114,7 @@ def token_server(
             uvicorn.run(create_app(settings), host=host, port=listen_port, log_level=settings.log_level.lower(),
                         access_log=access_log, log_config=None)
     except OSError as error:  # e.g. address already in use
-        err_console.print(f"[bold red]error:[/] cannot listen on {host}:{listen_port}: {error.strerror or error}")
+        _error(f"cannot listen on {host}:{listen_port}: {error.strerror or error}")
         raise typer.Exit(1) from None
 
 
@@ -133,7 +138,7 @@ def token(
         identity_ok = check_name(identity, field="identity")
         name_ok = check_name(name, field="name", required=False) or identity_ok
     except ApiError as error:
-        err_console.print(f"[bold red]error:[/] {error.detail}", highlight=False)
+        _error(error.detail)
         raise typer.Exit(2) from None
     assert room_ok and identity_ok and name_ok
     metadata = json.dumps({"userId": identity_ok, "userName": name_ok}, separators=(",", ":"))
@@ -165,7 +170,7 @@ def test_metadata(
         try:
             raw: str | bytes = file.read_bytes()
         except OSError as error:
-            err_console.print(f"[bold red]error:[/] cannot read {file}: {error.strerror or error}", highlight=False)
+            _error(f"cannot read {file}: {error.strerror or error}")
             raise typer.Exit(2) from None
         source = str(file)
     elif metadata is not None:
@@ -199,7 +204,7 @@ def _probe(settings: Settings, *, metadata: str, room: Optional[str], timeout: f
     try:
         result = asyncio.run(probe_room(settings, metadata=metadata, room=room, timeout=timeout))
     except ProbeError as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        _error(str(error))
         raise typer.Exit(1) from None
     console.print(result.describe())
 
@@ -212,7 +217,7 @@ def check(
     """Show what is configured (the facts /health reports); exit 1 when something required is missing."""
     from rich.table import Table
 
-    from gocare_voice.check import configuration_rows, livekit_reachability
+    from gocare_voice.check import configuration_rows
 
     settings = load_cli_settings()
     rows = configuration_rows(settings)
@@ -234,31 +239,25 @@ def check(
     if livekit:
         import asyncio
 
-        ok, line = asyncio.run(livekit_reachability(settings, timeout=timeout))
-        (console if ok else err_console).print(("[green]ok:[/] " if ok else "[bold red]error:[/] ") + line,
-                                               highlight=False)
-        if not ok:
+        from gocare_voice.worker.preflight import check_livekit
+
+        result = asyncio.run(check_livekit(settings, attempts=1, attempt_timeout=timeout))
+        if not result.ok:
+            _error(str(result.problem))
             raise typer.Exit(1)
+        console.print(f"[green]ok:[/] LiveKit at {settings.livekit_url} accepted the credentials", highlight=False)
     if missing:
-        err_console.print("error: required settings are missing (see the table)")
+        _error("required settings are missing (see the table)")
         raise typer.Exit(1)
 
 
 def _register_subcommands() -> None:
     """Sub-apps live in their own modules; each imports its heavy parts inside its commands."""
-    import importlib
+    from gocare_voice.cli_users import users_app
+    from gocare_voice.cli_worker import worker_app
 
-    for module, attr, name in (
-        ("gocare_voice.cli_worker", "worker_app", "worker"),
-        ("gocare_voice.cli_users", "users_app", "users"),
-    ):
-        try:
-            sub = getattr(importlib.import_module(module), attr)
-        except ModuleNotFoundError as error:
-            if error.name != module:
-                raise
-            continue
-        app.add_typer(sub, name=name)
+    app.add_typer(worker_app, name="worker")
+    app.add_typer(users_app, name="users")
 
 
 _register_subcommands()

@@ -32,21 +32,9 @@ def _err(message: str) -> None:
 
 
 def _settings(database_url: Optional[str]) -> Settings:
-    overrides = {"database_url": database_url} if database_url else {}
-    try:  # the root command's loader honours --env-file
-        from gocare_voice.cli import load_cli_settings
-    except ImportError:  # pragma: no cover - cli.py is part of the package
-        load_cli_settings = None
-    if load_cli_settings is not None:
-        return load_cli_settings(**overrides)
-    from gocare_voice.settings import SettingsError, load_settings
+    from gocare_voice.cli import load_cli_settings  # the root loader honours --env-file
 
-    try:
-        return load_settings(**overrides)
-    except SettingsError as error:
-        for line in error.problems:
-            _err(line)
-        raise typer.Exit(2) from None
+    return load_cli_settings(**({"database_url": database_url} if database_url else {}))
 
 
 def _open(database_url: Optional[str]) -> UserDirectory:
