@@ -33,7 +33,11 @@ class ConsoleCtx:
         self.room = type("MockRoom", (), {"name": "console"})()
         self.log_context_fields: dict[str, Any] = {}
         self.shutdown_callbacks: list[Any] = []
+        self.shutdown_reasons: list[str] = []
         self.connected = False
+
+    def shutdown(self, reason: str = "") -> None:
+        self.shutdown_reasons.append(reason)
 
     def is_fake_job(self) -> bool:
         return True
@@ -83,6 +87,13 @@ async def test_run_job_console_greets_with_the_dispatch_name_and_answers(tmp_pat
         assert refused["error"] == cmd.E_NOT_AUTHENTICATED
         for callback in ctx.shutdown_callbacks:
             await callback()
+        assert ctx.shutdown_reasons == []
+        session.shutdown(drain=False)  # what the agent does after too many wrong numbers
+        for _ in range(300):
+            if ctx.shutdown_reasons:
+                break
+            await asyncio.sleep(0.01)
+        assert len(ctx.shutdown_reasons) == 1 and "agent session closed" in ctx.shutdown_reasons[0]
     finally:
         await session.aclose()
         directory = ctx.proc.userdata.get(entrypoint.DIRECTORY_KEY)

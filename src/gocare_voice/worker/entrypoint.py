@@ -168,6 +168,14 @@ async def run_job(
         if isinstance(agent, AuthenticationAgent):
             await agent.refresh_identity()
 
+    @session.on("close")
+    def _on_close(ev: Any) -> None:
+        # the session ends itself after too many wrong numbers (or an unrecoverable provider error):
+        # the agent then leaves the room instead of sitting in it, deaf, until the user hangs up
+        reason = getattr(getattr(ev, "reason", None), "value", None) or str(getattr(ev, "reason", ""))
+        logger.info("session closed (room=%s reason=%s); ending the job", room_name, reason)
+        ctx.shutdown(reason=f"agent session closed: {reason}")
+
     @session.on("agent_state_changed")
     def _on_agent_state(ev: Any) -> None:
         logger.debug("agent state %s -> %s (room=%s)", ev.old_state, ev.new_state, room_name)
