@@ -29,7 +29,9 @@ def prewarm(proc: Any) -> None:
     """Once per job process, before any job: the VAD weights and the local end-of-turn model, so the
     first session does not stall its event loop loading them."""
     from gocare_voice.conversation.providers import build_vad
+    from gocare_voice.redact import install_pii_log_filter
 
+    install_pii_log_filter()  # job processes are fresh interpreters (forkserver): install it here too
     proc.userdata[VAD_KEY] = build_vad()
     try:
         import livekit.local_inference as local_inference
