@@ -101,8 +101,8 @@ class RoomHandlers:
         if getattr(self.state, "user_name", None):
             self._name_known.set()
         self.log.info(
-            "identity extracted (%s): user_id=%s user_name=%s source=%s changed=%s",
-            why, identity.user_id, identity.user_name, identity.source, changed, extra=self._extra(who),
+            "identity extracted (%s): user_id=%s named=%s source=%s changed=%s",
+            why, identity.user_id, bool(identity.user_name), identity.source, changed, extra=self._extra(who),
         )
         return identity
 
