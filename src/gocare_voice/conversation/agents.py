@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from livekit.agents import Agent, AgentSession, ChatContext, RunContext, function_tool
@@ -271,9 +272,23 @@ class _VerifiedAgent(_GoCareAgent):
     number check instead (defence in depth behind ``switch_mode``)."""
 
     intro: str | None = None
+    instructions_for: Callable[..., str]
+    """``prompts.<mode>_instructions``; called with the caller's first name."""
+    agent_options: dict[str, Any] = {}
 
-    def __init__(self, *, announce: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        state: SessionState,
+        settings: Settings,
+        directory: UserDirectory,
+        chat_ctx: ChatContext | None = None,
+        announce: bool = True,
+    ) -> None:
+        super().__init__(
+            instructions=type(self).instructions_for(first_name=state.first_name),
+            state=state, settings=settings, directory=directory, chat_ctx=chat_ctx, **self.agent_options,
+        )
         self._announce = announce
 
     async def on_enter(self) -> None:
@@ -292,40 +307,14 @@ class MainAgent(_VerifiedAgent):
     """The assistant proper; knows the caller's name."""
 
     intro = ASSISTANT_INTRO
-
-    def __init__(
-        self,
-        *,
-        state: SessionState,
-        settings: Settings,
-        directory: UserDirectory,
-        chat_ctx: ChatContext | None = None,
-        announce: bool = True,
-    ) -> None:
-        super().__init__(
-            instructions=prompts.assistant_instructions(first_name=state.first_name),
-            state=state, settings=settings, directory=directory, chat_ctx=chat_ctx, announce=announce,
-        )
+    instructions_for = staticmethod(prompts.assistant_instructions)
 
 
 class AttorneyAgent(_VerifiedAgent):
     """Continuous conversation on legal questions (normal automatic turn detection)."""
 
     intro = ATTORNEY_INTRO
-
-    def __init__(
-        self,
-        *,
-        state: SessionState,
-        settings: Settings,
-        directory: UserDirectory,
-        chat_ctx: ChatContext | None = None,
-        announce: bool = True,
-    ) -> None:
-        super().__init__(
-            instructions=prompts.attorney_instructions(first_name=state.first_name),
-            state=state, settings=settings, directory=directory, chat_ctx=chat_ctx, announce=announce,
-        )
+    instructions_for = staticmethod(prompts.attorney_instructions)
 
 
 class ClickToTalkAgent(_VerifiedAgent):
@@ -334,21 +323,8 @@ class ClickToTalkAgent(_VerifiedAgent):
     cancel_turn onto ``session.clear_user_turn`` / ``commit_user_turn`` / audio input enable."""
 
     intro = CLICK_TO_TALK_INTRO
-
-    def __init__(
-        self,
-        *,
-        state: SessionState,
-        settings: Settings,
-        directory: UserDirectory,
-        chat_ctx: ChatContext | None = None,
-        announce: bool = True,
-    ) -> None:
-        super().__init__(
-            instructions=prompts.click_to_talk_instructions(first_name=state.first_name),
-            state=state, settings=settings, directory=directory, chat_ctx=chat_ctx, announce=announce,
-            turn_handling={"turn_detection": "manual"},
-        )
+    instructions_for = staticmethod(prompts.click_to_talk_instructions)
+    agent_options = {"turn_handling": {"turn_detection": "manual"}}
 
 
 _MODE_AGENTS: dict[str, type[_VerifiedAgent]] = {
