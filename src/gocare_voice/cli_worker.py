@@ -115,24 +115,25 @@ def _run_livekit_cli(settings: Settings, command: str, args: list[str], *, conso
         raise typer.Exit(code if isinstance(code, int) else 1)
 
 
-@worker_app.command("start", context_settings=_PASS_THROUGH, add_help_option=False)
-def start(ctx: typer.Context) -> None:
-    """Run the worker in production mode (options: livekit-agents' `start`, e.g. --log-level, --drain-timeout)."""
+def _run_server_command(ctx: typer.Context, command: str) -> None:
+    """start / dev / connect: providers present, LiveKit reachable with these credentials, then livekit-agents."""
     settings = _settings(ctx.args)
     _require_providers(settings, text_only=False)
     if not _asks_for_help(ctx.args):
         _preflight(settings)
-    _run_livekit_cli(settings, "start", list(ctx.args))
+    _run_livekit_cli(settings, command, list(ctx.args))
+
+
+@worker_app.command("start", context_settings=_PASS_THROUGH, add_help_option=False)
+def start(ctx: typer.Context) -> None:
+    """Run the worker in production mode (options: livekit-agents' `start`, e.g. --log-level, --drain-timeout)."""
+    _run_server_command(ctx, "start")
 
 
 @worker_app.command("dev", context_settings=_PASS_THROUGH, add_help_option=False)
 def dev(ctx: typer.Context) -> None:
     """Run the worker in development mode (debug logs, no idle process pool)."""
-    settings = _settings(ctx.args)
-    _require_providers(settings, text_only=False)
-    if not _asks_for_help(ctx.args):
-        _preflight(settings)
-    _run_livekit_cli(settings, "dev", list(ctx.args))
+    _run_server_command(ctx, "dev")
 
 
 @worker_app.command("console", context_settings=_PASS_THROUGH, add_help_option=False)
@@ -148,11 +149,7 @@ def console(ctx: typer.Context) -> None:
 @worker_app.command("connect", context_settings=_PASS_THROUGH, add_help_option=False)
 def connect(ctx: typer.Context) -> None:
     """Join one room directly, without dispatch (--room NAME required)."""
-    settings = _settings(ctx.args)
-    _require_providers(settings, text_only=False)
-    if not _asks_for_help(ctx.args):
-        _preflight(settings)
-    _run_livekit_cli(settings, "connect", list(ctx.args))
+    _run_server_command(ctx, "connect")
 
 
 @worker_app.command("download-files", context_settings=_PASS_THROUGH, add_help_option=False)
