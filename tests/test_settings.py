@@ -62,8 +62,30 @@ def test_production_refuses_dev_credentials_and_open_auth() -> None:
     assert "GOCARE_ENV=production" in text
     assert any(p.startswith("GOCARE_AUTH_MODE:") for p in info.value.problems)
     ok = load_settings(env_file=None, env="production", livekit_api_key="APIx", livekit_api_secret="y" * 32,
-                       auth_mode="jwt", auth_jwt_secret="z" * 32)
+                       auth_mode="jwt", auth_jwt_secret="z" * 32, auth_audience="gocare-app")
     assert ok.auth_mode is AuthMode.jwt
+
+
+def test_production_jwt_rules() -> None:
+    base = {"env": "production", "livekit_api_key": "APIx", "livekit_api_secret": "y" * 32, "auth_mode": "jwt"}
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None, **base, auth_jwt_secret="short", auth_audience=None)
+    names = sorted(p.split(":")[0] for p in info.value.problems)
+    assert names == ["GOCARE_AUTH_AUDIENCE", "GOCARE_AUTH_JWT_SECRET"]
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None, **base, auth_jwks_url="http://auth.example/jwks", auth_audience="a")
+    assert info.value.problems == ["GOCARE_AUTH_JWKS_URL: must be an https:// URL when GOCARE_ENV=production"]
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None, auth_mode="jwt", auth_jwt_secret="x" * 32, auth_jwks_url="https://a/jwks")
+    assert info.value.problems == ["GOCARE_AUTH_JWT_SECRET/GOCARE_AUTH_JWKS_URL: set one of them, not both"]
+
+
+@pytest.mark.parametrize("name", ["LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"])
+def test_blank_livekit_credentials_are_one_line(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, "  ")
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None)
+    assert len(info.value.problems) == 1 and info.value.problems[0].startswith(f"{name}: must not be empty")
 
 
 def test_each_invalid_setting_is_one_line_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,6 +135,17 @@ def test_loopback_detection(url, local) -> None:
     assert is_loopback_url(url) is local
 
 
+def test_bare_names_from_the_platform_are_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Heroku & co. set DATABASE_URL, PORT-like names for themselves; only our documented names count."""
+    for name, value in (("ENV", "nonsense"), ("DATABASE_URL", "postgresql://x/y"), ("RATE_LIMIT", "off"),
+                        ("AUTH_MODE", "jwt"), ("AGENT_NAME", "other")):
+        monkeypatch.setenv(name, value)
+    s = load_settings(env_file=None)
+    assert s.database_url == "sqlite:///gocare-users.db" and s.rate == (60, 60.0)
+    assert s.auth_mode is AuthMode.none and s.agent_name == "multi-assistant"
+    assert load_settings(env_file=None, rate_limit="off").rate is None  # keyword arguments by field name
+
+
 def test_settings_are_immutable() -> None:
     s = Settings()
     with pytest.raises(Exception):
@@ -120,7 +153,7 @@ def test_settings_are_immutable() -> None:
 
 
 def _documented_names() -> list[str]:
-    return [str(f.validation_alias.choices[0]) for f in Settings.model_fields.values()]  # type: ignore[union-attr]
+    return [str(f.validation_alias) for f in Settings.model_fields.values()]
 
 
 def test_env_example_lists_every_setting_and_loads() -> None:

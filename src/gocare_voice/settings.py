@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_API_KEY = "devkey"
@@ -87,101 +87,108 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
-def _env(name: str) -> Any:
-    return Field(validation_alias=AliasChoices(name))
-
-
 class Settings(BaseSettings):
     """Every setting of gocare-voice; see docs/configuration.md and .env.example."""
 
     model_config = SettingsConfigDict(
         env_file=None,
         extra="ignore",
-        populate_by_name=True,
         case_sensitive=False,
         frozen=True,
     )
 
+    def __init__(self, **values: Any) -> None:
+        """Keyword arguments by field name (``Settings(rate_limit="off")``) map to the variable names. Not
+        ``populate_by_name``: with it pydantic-settings would also read bare ``ENV``, ``DATABASE_URL``,
+        ``RATE_LIMIT`` ... from the environment, which platforms set for their own purposes."""
+        fields = type(self).model_fields
+        mapped: dict[str, Any] = {}
+        for key, value in values.items():
+            field = fields.get(key)
+            alias = field.validation_alias if field is not None else None
+            mapped[alias if isinstance(alias, str) else key] = value
+        super().__init__(**mapped)
+
     # --- deployment -------------------------------------------------------------------------------
-    env: Environment = Field(Environment.development, validation_alias=AliasChoices("GOCARE_ENV", "env"))
-    log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
+    env: Environment = Field(Environment.development, validation_alias="GOCARE_ENV")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
 
     # --- LiveKit ----------------------------------------------------------------------------------
-    livekit_url: str = Field(DEFAULT_LIVEKIT_URL, validation_alias=AliasChoices("LIVEKIT_URL", "livekit_url"))
-    livekit_api_key: str = Field(DEV_API_KEY, validation_alias=AliasChoices("LIVEKIT_API_KEY", "livekit_api_key"))
+    livekit_url: str = Field(DEFAULT_LIVEKIT_URL, validation_alias="LIVEKIT_URL")
+    livekit_api_key: str = Field(DEV_API_KEY, validation_alias="LIVEKIT_API_KEY")
     livekit_api_secret: SecretStr = Field(
-        SecretStr(DEV_API_SECRET), validation_alias=AliasChoices("LIVEKIT_API_SECRET", "livekit_api_secret")
+        SecretStr(DEV_API_SECRET), validation_alias="LIVEKIT_API_SECRET"
     )
-    agent_name: str = Field("multi-assistant", validation_alias=AliasChoices("GOCARE_AGENT_NAME", "agent_name"))
+    agent_name: str = Field("multi-assistant", validation_alias="GOCARE_AGENT_NAME")
     livekit_connect_retries: int = Field(
-        3, ge=0, le=100, validation_alias=AliasChoices("GOCARE_LIVEKIT_CONNECT_RETRIES", "livekit_connect_retries")
+        3, ge=0, le=100, validation_alias="GOCARE_LIVEKIT_CONNECT_RETRIES"
     )
 
     # --- token service ----------------------------------------------------------------------------
-    port: int = Field(8080, ge=1, le=65535, validation_alias=AliasChoices("PORT", "port"))
-    allowed_origins: str = Field("", validation_alias=AliasChoices("ALLOWED_ORIGINS", "allowed_origins"))
-    token_ttl: float = Field(900.0, validation_alias=AliasChoices("GOCARE_TOKEN_TTL", "token_ttl"))
-    auth_mode: AuthMode = Field(AuthMode.none, validation_alias=AliasChoices("GOCARE_AUTH_MODE", "auth_mode"))
+    port: int = Field(8080, ge=1, le=65535, validation_alias="PORT")
+    allowed_origins: str = Field("", validation_alias="ALLOWED_ORIGINS")
+    token_ttl: float = Field(900.0, validation_alias="GOCARE_TOKEN_TTL")
+    auth_mode: AuthMode = Field(AuthMode.none, validation_alias="GOCARE_AUTH_MODE")
     auth_jwt_secret: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("GOCARE_AUTH_JWT_SECRET", "auth_jwt_secret")
+        None, validation_alias="GOCARE_AUTH_JWT_SECRET"
     )
-    auth_jwks_url: str | None = Field(None, validation_alias=AliasChoices("GOCARE_AUTH_JWKS_URL", "auth_jwks_url"))
-    auth_audience: str | None = Field(None, validation_alias=AliasChoices("GOCARE_AUTH_AUDIENCE", "auth_audience"))
-    auth_issuer: str | None = Field(None, validation_alias=AliasChoices("GOCARE_AUTH_ISSUER", "auth_issuer"))
-    auth_name_claim: str = Field("name", validation_alias=AliasChoices("GOCARE_AUTH_NAME_CLAIM", "auth_name_claim"))
-    rate_limit: str = Field("60/minute", validation_alias=AliasChoices("GOCARE_RATE_LIMIT", "rate_limit"))
+    auth_jwks_url: str | None = Field(None, validation_alias="GOCARE_AUTH_JWKS_URL")
+    auth_audience: str | None = Field(None, validation_alias="GOCARE_AUTH_AUDIENCE")
+    auth_issuer: str | None = Field(None, validation_alias="GOCARE_AUTH_ISSUER")
+    auth_name_claim: str = Field("name", validation_alias="GOCARE_AUTH_NAME_CLAIM")
+    rate_limit: str = Field("60/minute", validation_alias="GOCARE_RATE_LIMIT")
     max_body_bytes: int = Field(
-        16 * 1024, ge=256, le=1024 * 1024, validation_alias=AliasChoices("GOCARE_MAX_BODY_BYTES", "max_body_bytes")
+        16 * 1024, ge=256, le=1024 * 1024, validation_alias="GOCARE_MAX_BODY_BYTES"
     )
 
     # --- providers --------------------------------------------------------------------------------
-    llm_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("LLM_API_KEY", "llm_api_key"))
-    llm_base_url: str | None = Field(None, validation_alias=AliasChoices("LLM_BASE_URL", "llm_base_url"))
-    llm_model_name: str = Field("gpt-4o-mini", validation_alias=AliasChoices("LLM_MODEL_NAME", "llm_model_name"))
-    groq_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("GROQ_API_KEY", "groq_api_key"))
+    llm_api_key: SecretStr | None = Field(None, validation_alias="LLM_API_KEY")
+    llm_base_url: str | None = Field(None, validation_alias="LLM_BASE_URL")
+    llm_model_name: str = Field("gpt-4o-mini", validation_alias="LLM_MODEL_NAME")
+    groq_api_key: SecretStr | None = Field(None, validation_alias="GROQ_API_KEY")
     deepgram_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("DEEPGRAM_API_KEY", "deepgram_api_key")
+        None, validation_alias="DEEPGRAM_API_KEY"
     )
     deepgram_base_url: str | None = Field(
-        None, validation_alias=AliasChoices("GOCARE_DEEPGRAM_BASE_URL", "deepgram_base_url")
+        None, validation_alias="GOCARE_DEEPGRAM_BASE_URL"
     )
-    stt_model: str = Field("nova-3", validation_alias=AliasChoices("GOCARE_STT_MODEL", "stt_model"))
-    stt_language: str = Field("en-US", validation_alias=AliasChoices("GOCARE_STT_LANGUAGE", "stt_language"))
+    stt_model: str = Field("nova-3", validation_alias="GOCARE_STT_MODEL")
+    stt_language: str = Field("en-US", validation_alias="GOCARE_STT_LANGUAGE")
     tts_provider: TTSProvider = Field(
-        TTSProvider.openai, validation_alias=AliasChoices("GOCARE_TTS_PROVIDER", "tts_provider")
+        TTSProvider.openai, validation_alias="GOCARE_TTS_PROVIDER"
     )
-    tts_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("GOCARE_TTS_API_KEY", "tts_api_key"))
-    tts_base_url: str | None = Field(None, validation_alias=AliasChoices("GOCARE_TTS_BASE_URL", "tts_base_url"))
-    tts_model: str = Field("gpt-4o-mini-tts", validation_alias=AliasChoices("GOCARE_TTS_MODEL", "tts_model"))
-    tts_voice: str = Field("alloy", validation_alias=AliasChoices("GOCARE_TTS_VOICE", "tts_voice"))
+    tts_api_key: SecretStr | None = Field(None, validation_alias="GOCARE_TTS_API_KEY")
+    tts_base_url: str | None = Field(None, validation_alias="GOCARE_TTS_BASE_URL")
+    tts_model: str = Field("gpt-4o-mini-tts", validation_alias="GOCARE_TTS_MODEL")
+    tts_voice: str = Field("alloy", validation_alias="GOCARE_TTS_VOICE")
     azure_speech_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("AZURE_SPEECH_KEY", "azure_speech_key")
+        None, validation_alias="AZURE_SPEECH_KEY"
     )
     azure_speech_region: str | None = Field(
-        None, validation_alias=AliasChoices("AZURE_SPEECH_REGION", "azure_speech_region")
+        None, validation_alias="AZURE_SPEECH_REGION"
     )
 
     # --- conversation -----------------------------------------------------------------------------
-    phone_region: str = Field("IN", validation_alias=AliasChoices("GOCARE_PHONE_REGION", "phone_region"))
+    phone_region: str = Field("IN", validation_alias="GOCARE_PHONE_REGION")
     max_auth_attempts: int = Field(
-        3, ge=1, le=10, validation_alias=AliasChoices("GOCARE_MAX_AUTH_ATTEMPTS", "max_auth_attempts")
+        3, ge=1, le=10, validation_alias="GOCARE_MAX_AUTH_ATTEMPTS"
     )
     database_url: str = Field(
-        "sqlite:///gocare-users.db", validation_alias=AliasChoices("GOCARE_DATABASE_URL", "database_url")
+        "sqlite:///gocare-users.db", validation_alias="GOCARE_DATABASE_URL"
     )
 
     # --- voice upload -----------------------------------------------------------------------------
     upload_max_bytes: int = Field(
-        25 * 1024 * 1024, ge=1024, validation_alias=AliasChoices("GOCARE_UPLOAD_MAX_BYTES", "upload_max_bytes")
+        25 * 1024 * 1024, ge=1024, validation_alias="GOCARE_UPLOAD_MAX_BYTES"
     )
     upload_max_seconds: float = Field(
-        300.0, gt=0, validation_alias=AliasChoices("GOCARE_UPLOAD_MAX_SECONDS", "upload_max_seconds")
+        300.0, gt=0, validation_alias="GOCARE_UPLOAD_MAX_SECONDS"
     )
     stage_timeout: float = Field(
-        30.0, gt=0, validation_alias=AliasChoices("GOCARE_STAGE_TIMEOUT", "stage_timeout")
+        30.0, gt=0, validation_alias="GOCARE_STAGE_TIMEOUT"
     )
     notify_timeout: float = Field(
-        3.0, gt=0, validation_alias=AliasChoices("GOCARE_NOTIFY_TIMEOUT", "notify_timeout")
+        3.0, gt=0, validation_alias="GOCARE_NOTIFY_TIMEOUT"
     )
 
     # --- validators -------------------------------------------------------------------------------
@@ -248,6 +255,20 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("livekit_api_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty (the API key of your LiveKit project; devkey for livekit-server --dev)")
+        return value.strip()
+
+    @field_validator("livekit_api_secret")
+    @classmethod
+    def _secret_value(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty (the API secret of your LiveKit project; secret for livekit-server --dev)")
+        return value
+
     @model_validator(mode="after")
     def _deployment_rules(self) -> Settings:
         problems: list[str] = []
@@ -264,11 +285,31 @@ class Settings(BaseSettings):
             )
         if self.env is Environment.production and self.auth_mode is AuthMode.none:
             problems.append("GOCARE_AUTH_MODE: 'none' (no caller authentication) is refused when GOCARE_ENV=production")
-        if self.auth_mode is AuthMode.jwt and not (self.auth_jwt_secret or self.auth_jwks_url):
-            problems.append("GOCARE_AUTH_MODE: 'jwt' needs GOCARE_AUTH_JWT_SECRET or GOCARE_AUTH_JWKS_URL")
+        if self.auth_mode is AuthMode.jwt:
+            problems.extend(self._jwt_problems())
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _jwt_problems(self) -> list[str]:
+        secret = self.auth_jwt_secret.get_secret_value() if self.auth_jwt_secret else None
+        if not (secret or self.auth_jwks_url):
+            return ["GOCARE_AUTH_MODE: 'jwt' needs GOCARE_AUTH_JWT_SECRET or GOCARE_AUTH_JWKS_URL"]
+        if secret and self.auth_jwks_url:
+            return ["GOCARE_AUTH_JWT_SECRET/GOCARE_AUTH_JWKS_URL: set one of them, not both"]
+        if self.env is not Environment.production:
+            return []
+        problems: list[str] = []
+        if secret is not None and len(secret.encode()) < 32:
+            problems.append("GOCARE_AUTH_JWT_SECRET: at least 32 bytes are required when GOCARE_ENV=production")
+        if self.auth_jwks_url and not self.auth_jwks_url.lower().startswith("https://"):
+            problems.append("GOCARE_AUTH_JWKS_URL: must be an https:// URL when GOCARE_ENV=production")
+        if not self.auth_audience:
+            problems.append(
+                "GOCARE_AUTH_AUDIENCE: required when GOCARE_ENV=production (otherwise tokens your identity "
+                "provider issued for any other app would be accepted)"
+            )
+        return problems
 
     # --- derived values (what is configured for the providers: check.configuration_facts) -------
     @property
@@ -302,8 +343,8 @@ def _field_env_name(loc: tuple[Any, ...]) -> str:
     if not loc:
         return "settings"
     field = Settings.model_fields.get(str(loc[0]))
-    if field is not None and isinstance(field.validation_alias, AliasChoices):
-        return str(field.validation_alias.choices[0])
+    if field is not None and isinstance(field.validation_alias, str):
+        return field.validation_alias
     return str(loc[0])
 
 
