@@ -114,9 +114,32 @@ def test_standard_endpoint_agent_dispatch_request(client: TestClient) -> None:
 
 
 def test_metadata_cannot_impersonate(client: TestClient) -> None:
+    from gocare_voice.conversation.identity import read_metadata
+
+    sneaky = {"userId": "admin", "userName": "Boss", "user": {"userId": "admin"}, "user_id": "admin",
+              "name": "Boss", "plan": "gold"}
     r = client.post("/api/token", json={"participant_identity": "me", "participant_name": "Me",
-                                        "participant_metadata": json.dumps({"userId": "admin", "userName": "Boss"})})
-    assert json.loads(verify(r.json()["participant_token"]).metadata) == {"userId": "me", "userName": "Me"}
+                                        "participant_metadata": json.dumps(sneaky)})
+    metadata = verify(r.json()["participant_token"]).metadata
+    assert json.loads(metadata) == {"plan": "gold", "userId": "me", "userName": "Me"}
+    identity = read_metadata(metadata).identity  # what the worker will read
+    assert (identity.user_id, identity.user_name) == ("me", "Me")
+
+
+@pytest.mark.parametrize("body", [
+    {"participant_attributes": {"userId": "victim"}},
+    {"participant_attributes": {"name": "Boss"}},
+    {"room_config": {"agents": [{"agent_name": "multi-assistant", "metadata": json.dumps({"userId": "victim"})}]}},
+])
+def test_identity_keys_elsewhere_are_refused(client: TestClient, body: dict) -> None:
+    r = client.post("/api/token", json=body)
+    assert r.status_code == 422 and "sets who the user is" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["Asha 👩\u200d⚕️", "കൃഷ്ണൻ\u200d", "कृष्ण\u200c", "José Núñez"])
+def test_real_names_with_joiners_are_accepted(client: TestClient, name: str) -> None:
+    r = client.post("/getToken", json={"room": "r", "identity": "i", "name": name})
+    assert r.status_code == 200 and verify(r.json()["token"]).name == name
 
 
 @pytest.mark.parametrize("room_config", [
@@ -125,6 +148,7 @@ def test_metadata_cannot_impersonate(client: TestClient) -> None:
     {"max_participants": 100},
     {"agents": [{"agent_name": "multi-assistant"}, {"agent_name": "multi-assistant"}]},
     {"agents": [{"agent_name": "multi-assistant", "deployment": "x"}]},
+    {"agents": [{"agent_name": "multi-assistant", "agentName": "other"}]},
     {"agents": "multi-assistant"},
     ["agents"],
     "{}",
@@ -266,13 +290,14 @@ def jwt_client() -> Iterator[TestClient]:
 
 
 def test_jwt_valid_binds_identity_and_name(jwt_client: TestClient) -> None:
-    r = jwt_client.post("/getToken", json={"room": "r"}, headers={"Authorization": f"Bearer {app_token()}"})
+    r = jwt_client.post("/getToken", json={"room": "user-7-call"}, headers={"Authorization": f"Bearer {app_token()}"})
     assert r.status_code == 200, r.text
     claims = verify(r.json()["token"])
     assert claims.identity == "user-7" and claims.name == "Priya Shah"
     assert json.loads(claims.metadata) == {"userId": "user-7", "userName": "Priya Shah"}
     r = jwt_client.post("/api/token", json={"room_config": {}}, headers={"Authorization": f"Bearer {app_token()}"})
     assert r.status_code == 201 and verify(r.json()["participant_token"]).identity == "user-7"
+    assert r.json()["room_name"].startswith("user-7-")  # a generated room is the caller's own
 
 
 @pytest.mark.parametrize(("token", "fragment"), [
@@ -299,8 +324,36 @@ def test_jwt_identity_mismatch_is_403(jwt_client: TestClient) -> None:
     assert r.status_code == 403 and r.json()["error"] == "identity_mismatch"
     r = jwt_client.post("/api/token", json={"participant_identity": "someone-else"}, headers=headers)
     assert r.status_code == 403
-    same = jwt_client.post("/getToken", json={"room": "r", "identity": "user-7"}, headers=headers)
+    same = jwt_client.post("/getToken", json={"room": "user-7", "identity": "user-7"}, headers=headers)
     assert same.status_code == 200
+
+
+@pytest.mark.parametrize("room", ["user-8", "room-of-bob", "user-7x", "xuser-7", "user-"])
+def test_jwt_caller_may_only_join_its_own_rooms(jwt_client: TestClient, room: str) -> None:
+    headers = {"Authorization": f"Bearer {app_token()}"}
+    for path, body in (("/getToken", {"room": room}), ("/api/token", {"room_name": room})):
+        r = jwt_client.post(path, json=body, headers=headers)
+        assert r.status_code == 403 and r.json()["error"] == "room_not_allowed", (path, r.text)
+
+
+def test_jwt_name_claim_that_does_not_fit_is_trimmed_not_refused() -> None:
+    settings = make_settings(auth_mode="jwt", auth_jwt_secret=APP_SECRET)
+    with TestClient(create_app(settings)) as c:
+        long_name = app_token(aud="x", name="Dr. " + "A" * 300 + "\x07")
+        r = c.post("/getToken", json={"room": "user-7"}, headers={"Authorization": f"Bearer {long_name}"})
+        assert r.status_code == 200 and len(r.json()["participantName"]) == 128
+
+        future = app_token(aud="x", nbf=int(time.time()) + 3600)
+        r = c.post("/getToken", json={"room": "user-7"}, headers={"Authorization": f"Bearer {future}"})
+        assert r.status_code == 401 and "not valid yet" in r.json()["detail"]
+
+
+def test_failed_authentication_is_rate_limited_per_ip() -> None:
+    settings = make_settings(auth_mode="jwt", auth_jwt_secret=APP_SECRET, rate_limit="3/minute")
+    with TestClient(create_app(settings)) as c:
+        forged = {"Authorization": f"Bearer {app_token(secret='guess-guess-guess-guess-guess-guess')}"}
+        codes = [c.post("/getToken", json={"room": "user-7"}, headers=forged).status_code for _ in range(4)]
+    assert codes == [401, 401, 401, 429]
 
 
 def test_jwt_rate_limit_is_per_caller() -> None:
@@ -308,8 +361,8 @@ def test_jwt_rate_limit_is_per_caller() -> None:
     with TestClient(create_app(settings)) as c:
         a = {"Authorization": f"Bearer {app_token('alice', aud='x')}"}
         b = {"Authorization": f"Bearer {app_token('bob', aud='x')}"}
-        assert [c.post("/getToken", json={"room": "r"}, headers=a).status_code for _ in range(3)] == [200, 200, 429]
-        assert c.post("/getToken", json={"room": "r"}, headers=b).status_code == 200
+        assert [c.post("/getToken", json={"room": "alice"}, headers=a).status_code for _ in range(3)] == [200, 200, 429]
+        assert c.post("/getToken", json={"room": "bob"}, headers=b).status_code == 200
 
 
 @pytest.fixture
@@ -344,7 +397,7 @@ def test_jwt_with_jwks_url(jwks_server) -> None:
     good = jwt.encode({"sub": "rsa-user", "aud": "gocare-app", "exp": now + 60}, key, algorithm="RS256",
                       headers={"kid": "k1"})
     with TestClient(create_app(settings)) as c:
-        r = c.post("/getToken", json={"room": "r"}, headers={"Authorization": f"Bearer {good}"})
+        r = c.post("/getToken", json={"room": "rsa-user"}, headers={"Authorization": f"Bearer {good}"})
         assert r.status_code == 200 and verify(r.json()["token"]).identity == "rsa-user"
         hs = app_token(aud="gocare-app")  # an HS256 token must not pass against a JWKS configuration
         assert c.post("/getToken", json={"room": "r"}, headers={"Authorization": f"Bearer {hs}"}).status_code == 401

@@ -122,6 +122,10 @@ def test_caller_name_reaches_the_instructions(settings_for, recordings, openai_s
     with TestClient(app) as client:
         anonymous = _upload(client, recordings.bytes("mp3"), name="a.mp3")
         assert anonymous.status_code == 401
+        strangers_room = _upload(client, recordings.bytes("mp3"), name="a.mp3", room="user-8-call",
+                                 headers={"Authorization": f"Bearer {token}"})
+        assert strangers_room.status_code == 403 and strangers_room.json()["error"] == "room_not_allowed"
+        assert openai_server.chat_requests() == []  # refused before any provider was called
         response = _upload(client, recordings.bytes("mp3"), name="a.mp3",
                            headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200, response.text

@@ -16,8 +16,10 @@ from typing import Any
 MAX_METADATA_CHARS = 64 * 1024
 MAX_FIELD_CHARS = 128
 
-_ID_KEYS = ("userId", "user_id", "userid", "uid", "id")
-_NAME_KEYS = ("userName", "user_name", "username", "name", "fullName", "full_name", "displayName")
+ID_KEYS = ("userId", "user_id", "userid", "uid", "id")
+NAME_KEYS = ("userName", "user_name", "username", "name", "fullName", "full_name", "displayName")
+IDENTITY_KEYS = frozenset((*ID_KEYS, *NAME_KEYS, "user"))
+"""Every key the worker reads an identity from; the token service lets no caller set them."""
 
 SAMPLE_METADATA = '{"userId": "user-123", "userName": "John Doe"}'
 
@@ -76,7 +78,7 @@ def identity_from_mapping(data: Mapping[str, Any], *, source: str) -> Identity:
         nested = identity_from_mapping(user, source=source)
         if nested.found:
             return nested
-    return Identity(user_id=_pick(data, _ID_KEYS), user_name=_pick(data, _NAME_KEYS), source=source)
+    return Identity(user_id=_pick(data, ID_KEYS), user_name=_pick(data, NAME_KEYS), source=source)
 
 
 def read_metadata(raw: str | bytes | Mapping[str, Any] | None, *, source: str = "metadata") -> MetadataReading:

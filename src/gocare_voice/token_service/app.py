@@ -25,12 +25,19 @@ from gocare_voice import __version__
 from gocare_voice.check import configuration_facts
 from gocare_voice.settings import AuthMode, Settings
 from gocare_voice.token_service.auth import Authenticator, Caller
-from gocare_voice.token_service.deps import Services, read_json_body, require_caller
+from gocare_voice.token_service.deps import (
+    Services,
+    authorize_room,
+    own_room_name,
+    read_json_body,
+    require_caller,
+)
 from gocare_voice.token_service.errors import ApiError
 from gocare_voice.token_service.minting import TokenMinter, TokenRequest
 from gocare_voice.token_service.ratelimit import RateLimiter
 from gocare_voice.token_service.schemas import token_paths
 from gocare_voice.token_service.validation import (
+    MAX_NAME_CHARS,
     check_attributes,
     check_metadata_object,
     check_name,
@@ -63,8 +70,11 @@ def _identity_for(caller: Caller, requested: str | None) -> str:
 
 
 def _name_for(caller: Caller, requested: str | None, identity: str) -> str:
+    """The authenticated name claim wins; one that does not fit a participant name (too long, control
+    characters) is cut or dropped rather than refusing the user a token they cannot fix."""
     if caller.name:
-        return check_name(caller.name, field="name claim") or identity
+        claimed = " ".join("".join(ch for ch in caller.name if ch.isprintable()).split())[:MAX_NAME_CHARS]
+        return claimed or identity
     return requested or identity
 
 
@@ -131,10 +141,11 @@ def create_app(settings: Settings) -> FastAPI:
         caller = await require_caller(request)
         body = _require_object(await read_json_body(request, limit=body_limit))
         room = check_name(body.get("room"), field="room")
+        assert room is not None
         requested = check_name(body.get("identity"), field="identity", required=caller.subject is None)
         identity = _identity_for(caller, requested)
+        room = authorize_room(caller, room)
         name = _name_for(caller, check_name(body.get("name"), field="name", required=False), identity)
-        assert room is not None
         token = minter.mint(TokenRequest(
             room=room, identity=identity, name=name,
             metadata=_participant_metadata({}, user_id=identity, user_name=name),
@@ -148,12 +159,11 @@ def create_app(settings: Settings) -> FastAPI:
         caller = await require_caller(request)
         body = _require_object(await read_json_body(request, limit=body_limit))
         dispatch_metadata = check_room_config(body.get("room_config"), agent_name=settings.agent_name)
-        room = check_name(body.get("room_name"), field="room_name", required=False) or (
-            f"gocare-{secrets.token_hex(6)}"
-        )
         identity = _identity_for(
             caller, check_name(body.get("participant_identity"), field="participant_identity", required=False)
         )
+        requested_room = check_name(body.get("room_name"), field="room_name", required=False)
+        room = authorize_room(caller, requested_room) if requested_room else own_room_name(caller)
         name = _name_for(
             caller, check_name(body.get("participant_name"), field="participant_name", required=False), identity
         )

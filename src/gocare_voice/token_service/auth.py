@@ -46,10 +46,6 @@ class Authenticator:
             settings.auth_jwks_url and not self._secret
         ) else None
 
-    @property
-    def enabled(self) -> bool:
-        return self._mode is AuthMode.jwt
-
     async def authenticate(self, *, authorization: str | None, client_host: str | None) -> Caller:
         if self._mode is AuthMode.none:
             return Caller(subject=None, name=None, rate_key=f"ip:{client_host or 'unknown'}")
@@ -82,6 +78,8 @@ class Authenticator:
             return jwt.decode(token, key.key, algorithms=_ASYMMETRIC, **kwargs)
         except jwt.ExpiredSignatureError:
             raise _unauthorized("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise _unauthorized("the token is not valid yet (nbf/iat in the future; check the clocks)") from None
         except jwt.InvalidAudienceError:
             raise _unauthorized("the token is not meant for this service (audience)") from None
         except jwt.InvalidIssuerError:

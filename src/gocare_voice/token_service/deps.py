@@ -23,24 +23,52 @@ class Services:
     limiter: RateLimiter | None
 
 
-def services(request: Request) -> Services:
-    return request.app.state.services
+def _charge(limiter: RateLimiter | None, key: str) -> None:
+    if limiter is None:
+        return
+    wait = limiter.check(key)
+    if wait is not None:
+        raise ApiError(
+            429, "rate_limited", f"too many requests; retry in {retry_after_header(wait)} s",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
 
 
 async def require_caller(request: Request) -> Caller:
+    """The caller, charged to its own rate limit. A failed authentication is charged to the client's IP,
+    so guessing tokens costs the same as asking for them."""
     svc: Services = request.app.state.services
-    client = request.client
-    caller = await svc.authenticator.authenticate(
-        authorization=request.headers.get("authorization"), client_host=client.host if client else None
-    )
-    if svc.limiter is not None:
-        wait = svc.limiter.check(caller.rate_key)
-        if wait is not None:
-            raise ApiError(
-                429, "rate_limited", f"too many requests; retry in {retry_after_header(wait)} s",
-                headers={"Retry-After": retry_after_header(wait)},
-            )
+    client_host = request.client.host if request.client else None
+    try:
+        caller = await svc.authenticator.authenticate(
+            authorization=request.headers.get("authorization"), client_host=client_host
+        )
+    except ApiError as error:
+        if error.status == 401:
+            _charge(svc.limiter, f"ip:{client_host or 'unknown'}")
+        raise
+    _charge(svc.limiter, caller.rate_key)
     return caller
+
+
+def authorize_room(caller: Caller, room: str) -> str:
+    """With caller authentication on, a user may only join its own rooms: ``<sub>`` or ``<sub>-<anything>``.
+    Without this any signed-in user could join (and listen to) another user's call by guessing its name."""
+    subject = caller.subject
+    if subject is None or room == subject or room.startswith(subject + "-"):
+        return room
+    raise ApiError(
+        403, "room_not_allowed",
+        f"you may only join your own rooms: '{subject}' or names starting with '{subject}-'",
+    )
+
+
+def own_room_name(caller: Caller) -> str:
+    """A fresh room when the caller did not name one."""
+    import secrets
+
+    prefix = caller.subject if caller.subject is not None else "gocare"
+    return f"{prefix}-{secrets.token_hex(6)}"
 
 
 async def read_json_body(request: Request, *, limit: int) -> object:

@@ -59,10 +59,6 @@ class TokenMinter:
             ttl_seconds=settings.token_ttl,
         )
 
-    @property
-    def ttl_seconds(self) -> int:
-        return self._ttl
-
     def claims(self, request: TokenRequest, *, now: int | None = None) -> dict[str, Any]:
         """The JWT claims, in the same camelCase shape ``AccessToken.to_jwt()`` produces."""
         issued = int(time.time()) if now is None else now

@@ -30,7 +30,10 @@ class StandardTokenRequest(BaseModel):
     room_name: str | None = Field(None, max_length=128)
     participant_identity: str | None = Field(None, max_length=128)
     participant_name: str | None = Field(None, max_length=128)
-    participant_metadata: str | None = Field(None, description="A JSON object encoded as a string.")
+    participant_metadata: str | dict[str, Any] | None = Field(
+        None, description="A JSON object, encoded as a string (LiveKit's shape) or as an object. Identity keys "
+        "(userId, userName, name, user, ...) are set by the service."
+    )
     participant_attributes: dict[str, str] | None = None
     room_config: dict[str, Any] | None = Field(
         None, description="Only {} or {'agents': [{'agent_name': <our agent>, 'metadata': ...}]} is accepted."

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from gocare_voice.conversation.identity import IDENTITY_KEYS
 from gocare_voice.token_service.errors import ApiError
 
 MAX_NAME_CHARS = 128
@@ -16,8 +17,16 @@ MAX_METADATA_BYTES = 4096
 MAX_ATTRIBUTES = 32
 
 
+# Bidirectional overrides/isolates can make a name display as something else; line separators break logs.
+_REFUSED_FORMAT_CHARS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029")
+
+
 def _has_control(text: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in text)
+    """Control characters, surrogates and the bidi/line-separator format characters. Other format
+    characters stay allowed: zero-width joiners are part of emoji and of Indic and Arabic names."""
+    return any(
+        ch in _REFUSED_FORMAT_CHARS or unicodedata.category(ch) in ("Cc", "Cs") for ch in text
+    )
 
 
 def check_name(value: Any, *, field: str, required: bool = True, max_chars: int = MAX_NAME_CHARS) -> str | None:
@@ -40,8 +49,18 @@ def check_name(value: Any, *, field: str, required: bool = True, max_chars: int 
     return value
 
 
+def _refuse_identity_keys(keys: Any, *, field: str) -> None:
+    taken = sorted(str(k) for k in keys if k in IDENTITY_KEYS)
+    if taken:
+        raise ApiError(
+            422, "validation_error",
+            f"'{field}' may not set {', '.join(taken)}: the service sets who the user is",
+        )
+
+
 def check_metadata_object(value: Any, *, field: str) -> dict[str, Any]:
-    """Participant metadata is a JSON object (as a string, LiveKit's wire shape, or already an object)."""
+    """Participant metadata is a JSON object (as a string, LiveKit's wire shape, or already an object).
+    Keys the worker reads an identity from are dropped: the service writes ``userId``/``userName`` itself."""
     if value is None or value == "":
         return {}
     if isinstance(value, str):
@@ -53,7 +72,7 @@ def check_metadata_object(value: Any, *, field: str) -> dict[str, Any]:
             raise ApiError(422, "validation_error", f"'{field}' must be a JSON object encoded as a string") from None
     if not isinstance(value, dict):
         raise ApiError(422, "validation_error", f"'{field}' must be a JSON object")
-    return value
+    return {k: v for k, v in value.items() if k not in IDENTITY_KEYS}
 
 
 def check_attributes(value: Any) -> dict[str, str] | None:
@@ -63,6 +82,7 @@ def check_attributes(value: Any) -> dict[str, str] | None:
         raise ApiError(422, "validation_error", "'participant_attributes' must be an object of strings")
     if len(value) > MAX_ATTRIBUTES:
         raise ApiError(422, "validation_error", f"'participant_attributes' has more than {MAX_ATTRIBUTES} keys")
+    _refuse_identity_keys(value, field="participant_attributes")
     for key, item in value.items():
         check_name(key, field="participant_attributes key")
         if not isinstance(item, str) or len(item) > MAX_METADATA_BYTES:
@@ -99,7 +119,10 @@ def check_room_config(value: Any, *, agent_name: str) -> str | None:
     extra = sorted(set(dispatch) - {*_AGENT_NAME_KEYS, "metadata"})
     if extra:
         raise ApiError(422, "room_config_refused", f"room_config.agents[0] refused fields: {', '.join(extra)}")
-    requested = next((dispatch[k] for k in _AGENT_NAME_KEYS if k in dispatch), agent_name)
+    names = {dispatch[k] for k in _AGENT_NAME_KEYS if k in dispatch}
+    if len(names) > 1:
+        raise ApiError(422, "room_config_refused", "room_config.agents[0] names two different agents")
+    requested = names.pop() if names else agent_name
     if requested != agent_name:
         raise ApiError(
             422, "room_config_refused", f"this service dispatches agent '{agent_name}', not {requested!r}"
@@ -112,4 +135,10 @@ def check_room_config(value: Any, *, agent_name: str) -> str | None:
             422, "room_config_refused", f"room_config.agents[0].metadata must be a string of at most "
             f"{MAX_METADATA_BYTES} characters"
         )
+    try:
+        parsed = orjson.loads(metadata)
+    except orjson.JSONDecodeError:
+        return metadata  # free text for the agent: it holds no identity the worker would read
+    if isinstance(parsed, dict):
+        _refuse_identity_keys(parsed, field="room_config.agents[0].metadata")
     return metadata

@@ -29,7 +29,7 @@ from starlette.requests import ClientDisconnect
 from gocare_voice.audio import ACCEPTED_FORMATS, AudioError
 from gocare_voice.settings import Settings
 from gocare_voice.token_service.auth import Caller
-from gocare_voice.token_service.deps import require_caller
+from gocare_voice.token_service.deps import authorize_room, require_caller
 from gocare_voice.token_service.errors import ApiError
 from gocare_voice.token_service.validation import check_name
 from gocare_voice.voice_upload import UploadResult, VoiceUploadPipeline
@@ -233,6 +233,8 @@ def build_voice_router(settings: Settings) -> APIRouter:
         """Multipart field ``file`` (WebM/Opus, M4A/AAC, WAV, MP3 or OGG); optional query ``room``: the room
         whose agent should hear about the message."""
         room = check_name(request.query_params.get("room"), field="room", required=False)
+        if room is not None:
+            room = authorize_room(caller, room)  # nobody tells another user's agent what was "said"
         started = time.perf_counter()
         data = await read_upload(request, max_file_bytes=settings.upload_max_bytes)
         read_done = time.perf_counter()
