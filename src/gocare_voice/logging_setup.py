@@ -19,6 +19,9 @@ def setup_logging(level: int = logging.INFO) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    from gocare_voice.redact import PiiLogFilter
+
+    handler.addFilter(PiiLogFilter())
     root.handlers[:] = [handler]
     root.setLevel(level)
     root._gocare_configured = True  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""Keep secrets and personal data out of logs: masked phone numbers and tokens."""
+"""Keep personal data out of logs: masked phone numbers, in our own log lines and in livekit's."""
 
 from __future__ import annotations
 
@@ -20,19 +20,15 @@ def mask_phone(number: str | None) -> str:
     return head + "*" * (len(digits) - keep_head - 4) + "".join(digits[-4:])
 
 
-def mask_secret(value: str | None) -> str:
-    """A token or key -> ``<redacted, N chars>``; never any of its characters."""
-    if not value:
-        return "<none>"
-    return f"<redacted, {len(value)} chars>"
-
-
 _DIGIT_RUN = re.compile(r"\+?\d[\d\s().-]{4,}\d")
+_DIGIT_WORD = r"(?:zero|oh|o|one|two|three|four|five|six|seven|eight|nine|double|triple|plus)"
+_WORD_RUN = re.compile(rf"\b{_DIGIT_WORD}(?:[\s,.-]+{_DIGIT_WORD}){{5,}}\b", re.IGNORECASE)
 
 
 def mask_digit_runs(text: str) -> str:
     """Mask anything that looks like a phone number inside free text (a transcript): runs of six or more
-    digits, with the separators people say or type between them, keep only their last two digits."""
+    digits, with the separators people say or type between them, keep only their last two digits; six or
+    more number words in a row ("nine eight seven six five four ...") become ``<number words>``."""
 
     def _mask(match: re.Match[str]) -> str:
         digits = _DIGIT.findall(match.group(0))
@@ -40,26 +36,33 @@ def mask_digit_runs(text: str) -> str:
             return match.group(0)
         return "*" * (len(digits) - 2) + "".join(digits[-2:])
 
-    return _DIGIT_RUN.sub(_mask, text)
+    return _WORD_RUN.sub("<number words>", _DIGIT_RUN.sub(_mask, text))
 
 
 class PiiLogFilter(logging.Filter):
     """livekit-agents logs what the user said (final transcripts, at DEBUG) in ``lk.pii.*`` extra fields,
-    and its JSON log format writes every extra field out. A spoken mobile number would land in the logs:
-    this filter masks digit runs in those fields (and in the message itself) before any handler sees them."""
+    and its JSON log format writes every extra field out; plugins log transcripts in messages. A spoken
+    mobile number would land in the logs: this filter masks number-like runs in those fields and in the
+    formatted message before the record is written or sent to the parent process."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in list(record.__dict__.items()):
             if key.startswith("lk.pii") and isinstance(value, str):
                 setattr(record, key, mask_digit_runs(value))
-        if isinstance(record.msg, str) and not record.args:
-            record.msg = mask_digit_runs(record.msg)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string is the logging module's to report
+            return True
+        masked = mask_digit_runs(message)
+        if masked != message:
+            record.msg, record.args = masked, None
         return True
 
 
-def install_pii_log_filter(logger_names: tuple[str, ...] = ("livekit.agents", "livekit.plugins")) -> None:
-    """Idempotent: once per process (the worker's main process and each job process)."""
-    for name in logger_names:
-        target = logging.getLogger(name)
-        if not any(isinstance(f, PiiLogFilter) for f in target.filters):
-            target.addFilter(PiiLogFilter())
+def install_pii_log_filter() -> None:
+    """Put the filter on every handler of the root logger (a filter on a logger would miss its children).
+    Idempotent; called in each process once its handlers exist: livekit-agents adds them before prewarm in
+    job processes, and before the job runs in console mode."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, PiiLogFilter) for f in handler.filters):
+            handler.addFilter(PiiLogFilter())

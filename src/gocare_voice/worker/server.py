@@ -19,11 +19,9 @@ def build_server(settings: Settings, *, console_text: bool = False, **server_opt
     from livekit.agents import AgentServer
 
     from gocare_voice.conversation.providers import import_plugins
-    from gocare_voice.redact import install_pii_log_filter
     from gocare_voice.worker.entrypoint import GoCareEntrypoint, prewarm
 
     import_plugins(settings)
-    install_pii_log_filter()
 
     options: dict[str, Any] = {
         "ws_url": settings.livekit_url,
