@@ -157,4 +157,6 @@ def test_token_server_port_in_use_is_one_line() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         proc = run("token-server", "--port", str(port), timeout=30)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]

@@ -95,6 +95,10 @@ def token_server(
     import uvicorn
 
     listen_port = port or settings.port
+    busy = _port_problem(host, listen_port)
+    if busy:
+        _error(f"cannot listen on {host}:{listen_port}: {busy}")
+        raise typer.Exit(1)
     if _state.env_file is not None:
         os.environ.setdefault("GOCARE_ENV_FILE", str(_state.env_file))
     if log_level:
@@ -103,19 +107,34 @@ def token_server(
         f"gocare token service on http://{host}:{listen_port}  (LiveKit {settings.livekit_url}, "
         f"agent '{settings.agent_name}', auth {settings.auth_mode.value})", highlight=False,
     )
-    try:
-        if workers > 1 or reload:
-            uvicorn.run("gocare_voice.token_service.asgi:app_from_env", factory=True, host=host, port=listen_port,
-                        workers=workers, reload=reload, log_level=settings.log_level.lower(),
-                        access_log=access_log, log_config=None)
-        else:
-            from gocare_voice.token_service.app import create_app
+    if workers > 1 or reload:
+        uvicorn.run("gocare_voice.token_service.asgi:app_from_env", factory=True, host=host, port=listen_port,
+                    workers=workers, reload=reload, log_level=settings.log_level.lower(),
+                    access_log=access_log, log_config=None)
+    else:
+        from gocare_voice.token_service.app import create_app
 
-            uvicorn.run(create_app(settings), host=host, port=listen_port, log_level=settings.log_level.lower(),
-                        access_log=access_log, log_config=None)
-    except OSError as error:  # e.g. address already in use
-        _error(f"cannot listen on {host}:{listen_port}: {error.strerror or error}")
-        raise typer.Exit(1) from None
+        uvicorn.run(create_app(settings), host=host, port=listen_port, log_level=settings.log_level.lower(),
+                    access_log=access_log, log_config=None)
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """Try the address before uvicorn does: uvicorn reports a busy port as a log line and exit code 3,
+    after the app (and the voice-upload workers) have started."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        return f"unknown host ({error.strerror})"
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            return error.strerror or str(error)
+    return None
 
 
 @app.command("token")
@@ -123,7 +142,7 @@ def token(
     room: str = typer.Option(..., help="Room to join."),
     identity: str = typer.Option(..., help="Participant identity."),
     name: Optional[str] = typer.Option(None, help="Display name (also userName in the metadata)."),
-    ttl: Optional[str] = typer.Option(None, help="Lifetime, e.g. 900, 15m, 1h (default GOCARE_TTL)."),
+    ttl: Optional[str] = typer.Option(None, help="Lifetime, e.g. 900, 15m, 1h (default GOCARE_TOKEN_TTL)."),
     as_json: bool = typer.Option(False, "--json", help="Print {token, serverUrl, roomName, participantName}."),
 ) -> None:
     """Mint a participant token from the shell, with the same grants and agent dispatch as the service."""

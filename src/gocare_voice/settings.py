@@ -241,18 +241,12 @@ class Settings(BaseSettings):
 
     @field_validator(
         "llm_api_key", "groq_api_key", "deepgram_api_key", "tts_api_key", "azure_speech_key", "auth_jwt_secret",
-        mode="before",
-    )
-    @classmethod
-    def _blank_secret_is_none(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator(
         "llm_base_url", "deepgram_base_url", "tts_base_url", "auth_jwks_url", "auth_audience", "auth_issuer",
         "azure_speech_region", mode="before",
     )
     @classmethod
-    def _blank_is_none(cls, value: Any) -> Any:
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """``LLM_API_KEY=`` in a .env file means "not set", not "an empty key"."""
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("livekit_api_key")
