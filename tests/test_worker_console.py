@@ -1,0 +1,81 @@
+"""``gocare worker console --text`` end to end: a real terminal (pty), no LiveKit server, no audio device,
+the LLM being the scripted OpenAI-compatible server on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scripted.openai_server import Reply, Rule, ScriptedOpenAIServer
+
+pty = pytest.importorskip("pty")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class Terminal:
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: become the gocare command
+            os.execve(argv[0], argv, env)
+        self.raw = b""
+
+    @property
+    def text(self) -> str:
+        return _ANSI.sub("", self.raw.decode("utf-8", "replace"))
+
+    def wait_for(self, needle: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.text:
+                return True
+            ready, _, _ = select.select([self.fd], [], [], 0.2)
+            if ready:
+                try:
+                    self.raw += os.read(self.fd, 65536)
+                except OSError:
+                    break
+        return needle in self.text
+
+    def type(self, line: str) -> None:
+        os.write(self.fd, line.encode() + b"\r")
+
+    def stop(self) -> int:
+        try:
+            os.kill(self.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            self.wait_for("\x00never", 0.2)
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        return -9
+
+
+def test_console_text_talks_to_the_agents(tmp_path: Path, openai_server: ScriptedOpenAIServer) -> None:
+    openai_server.script(Rule(user="hello", reply=Reply(text="Hello from the scripted model")))
+    gocare = Path(sys.executable).with_name("gocare")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "TERM": "xterm", "COLUMNS": "120",
+           "LLM_API_KEY": "sk-test", "LLM_BASE_URL": openai_server.base_url,
+           "GOCARE_DATABASE_URL": f"sqlite:///{tmp_path / 'users.db'}"}
+    term = Terminal([str(gocare), "--env-file", os.devnull, "worker", "console", "--text"], env)
+    try:
+        assert term.wait_for("Type to talk", 60), term.text[-2000:]
+        assert term.wait_for("greeting used: without name", 30), term.text[-2000:]
+        term.type("hello")
+        assert term.wait_for("Hello from the scripted model", 30), term.text[-2000:]
+    finally:
+        term.stop()
+    [request] = openai_server.chat_requests()
+    assert "mobile number" in request.system_text  # the AuthenticationAgent answered
+    assert "Traceback" not in term.text
