@@ -388,3 +388,52 @@ async def test_llm_failure_during_welcome_still_welcomes_and_reaches_the_assista
         await session.run(user_input="98765 43210")
         await wait_until(lambda: isinstance(session.current_agent, MainAgent))
         assert "Thank you, John, you're verified. How can I help you today?" in assistant_texts(session)
+
+
+async def test_switch_during_the_welcome_is_not_undone(session_factory, settings, directory, openai_server) -> None:
+    """The app may switch modes as soon as the number is verified, while the personal welcome still plays:
+    the welcome must not then hand the caller to the assistant anyway."""
+    openai_server.script(
+        Rule(user="98765", reply=verify_call("98765 43210")),
+        Rule(system="Welcome the caller personally", reply=Reply(text="Welcome back, John!", delay=0.5)),
+    )
+    state = SessionState(user_id="user-john", user_name="John Doe")
+    async with session_factory(state) as session:
+        await session.start(build_entry_agent(state=state, settings=settings, directory=directory))
+        run = asyncio.ensure_future(session.run(user_input="98765 43210"))
+        await wait_until(lambda: isinstance(session.current_agent, GreetingAgent))
+        assert state.authenticated
+        attorney = switch_mode(session, "attorney", settings=settings, directory=directory)
+        await run
+        await wait_until(lambda: session.current_agent is attorney and ATTORNEY_INTRO in assistant_texts(session))
+        await asyncio.sleep(0.3)  # room for a late handoff to the assistant, if one were coming
+        assert session.current_agent is attorney
+        assert isinstance(session.current_agent, AttorneyAgent)
+        assert state.mode == "attorney"
+        assert "main_agent" not in state.handoffs
+
+
+async def test_directory_failure_is_logged_without_the_number(
+    session_factory, settings, directory, openai_server, caplog
+) -> None:
+    import logging
+
+    from sqlalchemy import text
+
+    caplog.set_level(logging.DEBUG)
+    openai_server.script(
+        Rule(user="98765", reply=verify_call("98765 43210")),
+        Rule(tool_output="technical problem", reply=Reply(text="Sorry, a technical problem. Try again soon.")),
+    )
+    with directory.engine.begin() as conn:
+        conn.execute(text("DROP TABLE gocare_registered_users"))
+    state = SessionState(user_id="user-john", user_name="John Doe")
+    async with session_factory(state) as session:
+        await session.start(build_entry_agent(state=state, settings=settings, directory=directory))
+        result = await session.run(user_input="98765 43210")
+        output = result.expect.contains_function_call_output().event().item.output
+        assert "technical problem" in output
+    assert not state.authenticated and state.attempts == 0  # a broken database is not a wrong number
+    assert "9876543210" not in caplog.text
+    records = [r for r in caplog.records if "directory lookup failed" in r.getMessage()]
+    assert records and "OperationalError" in records[0].getMessage()

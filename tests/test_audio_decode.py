@@ -97,6 +97,46 @@ def test_truncated_upload_is_refused(recordings, name: str) -> None:
     assert "truncated" in error.value.message or "cut off" in error.value.message
 
 
+def _glued_mp3(recordings, tmp_path) -> bytes:
+    """Two MP3s of the same speech at 22.05 and 44.1 kHz, one after the other (no ID3 tag or Xing frame in
+    between): the sample rate changes mid-stream, as in a damaged or carelessly concatenated file."""
+    from scripted.recordings import _ffmpeg
+
+    parts = []
+    for rate in (22050, 44100):
+        target = tmp_path / f"part-{rate}.mp3"
+        _ffmpeg("-i", str(recordings.source), "-ar", str(rate), "-c:a", "libmp3lame", "-b:a", "64k",
+                "-id3v2_version", "0", "-write_xing", "0", str(target))
+        parts.append(target.read_bytes())
+    return b"".join(parts)
+
+
+def test_mp3_changing_sample_rate_mid_stream_decodes_to_the_end(recordings, tmp_path) -> None:
+    """A resampler set up for the first frames refuses the others (PyAV: ``ValueError: Frame does not match
+    AudioResampler setup``), which used to escape as a 500: the decoder sets up a new one instead."""
+    data = _glued_mp3(recordings, tmp_path)
+    decoded = decode_audio(data, max_seconds=LIMIT)
+    assert decoded.sample_rate == STT_SAMPLE_RATE
+    assert decoded.duration == pytest.approx(2 * recordings.seconds, abs=0.2)
+    half = len(decoded.pcm) // 2 // 2 * 2
+    assert _rms(decoded.pcm[:half]) > 500 and _rms(decoded.pcm[half:]) > 500  # both halves are speech
+
+
+def test_anything_pyav_raises_while_decoding_is_corrupt_audio(recordings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gocare_voice.audio.decode as decode_module
+
+    class Refusing:
+        def __init__(self, **_kwargs: object) -> None:
+            pass
+
+        def resample(self, frame: object) -> list[object]:
+            raise ValueError("Frame does not match AudioResampler setup.")
+
+    monkeypatch.setattr(decode_module.av, "AudioResampler", Refusing)
+    with pytest.raises(CorruptAudioError, match="damaged"):
+        decode_audio(recordings.bytes("mp3"), max_seconds=LIMIT)
+
+
 @pytest.mark.parametrize("name", ["webm", "m4a", "mp3", "ogg"])
 def test_corrupt_middle_is_refused(recordings, name: str) -> None:
     data = bytearray(recordings.bytes(name))
@@ -201,6 +241,22 @@ async def test_a_crashing_worker_fails_one_upload_not_the_service(recordings, wo
         await workers.call(os._exit, 70)
     decoded = await workers.decode(recordings.bytes("ogg"), max_seconds=LIMIT)
     assert decoded.duration == pytest.approx(recordings.seconds, abs=0.08)
+
+
+async def test_a_crash_while_encoding_the_reply_does_not_blame_the_recording(
+    recordings, workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gocare_voice.audio.workers as audio_workers
+    from scripted.audio_tools import crash_process
+
+    monkeypatch.setattr(audio_workers, "encode_speech", crash_process)
+    with pytest.raises(CorruptAudioError) as failed:
+        await workers.encode(b"\x00\x00" * 1600, sample_rate=16000)
+    assert "reply audio could not be produced" in failed.value.message
+    assert "recording" not in failed.value.message
+    monkeypatch.undo()
+    mp3 = await workers.encode(b"\x00\x00" * 16000, sample_rate=16000)  # the pool was rebuilt
+    assert mp3[:3] == b"ID3" or mp3[0] == 0xFF
 
 
 def test_workers_do_not_outlive_a_killed_server(tmp_path) -> None:

@@ -294,6 +294,32 @@ async def test_push_to_talk_turns() -> None:
     assert session.input.audio_enabled is False
 
 
+async def test_end_turn_waits_the_configured_transcript_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gocare_voice.conversation import agents
+
+    assert agents.CLICK_TO_TALK_TRANSCRIPT_TIMEOUT is cmd.CLICK_TO_TALK_TRANSCRIPT_TIMEOUT  # one constant
+    monkeypatch.setattr(cmd, "CLICK_TO_TALK_TRANSCRIPT_TIMEOUT", 17.5)
+    executor, session, _ = make_executor(mode="click_to_talk")
+    await executor.execute(cmd.Command("start_turn"))
+    await executor.execute(cmd.Command("end_turn"))
+    assert session.commit_kwargs["transcript_timeout"] == 17.5
+
+
+async def test_start_conversation_before_verification_reports_the_number_check() -> None:
+    executor, _, state = make_executor(authenticated=False)
+    answer = await executor.execute(cmd.Command("start_conversation"))
+    assert answer == {"ok": True, "command": "start_conversation", "listening": True, "agent": "authentication"}
+    state.authenticated = True
+    answer = await executor.execute(cmd.Command("start_conversation"))
+    assert answer["agent"] == "assistant"
+
+
+def test_modes_are_defined_once() -> None:
+    from gocare_voice.conversation import state
+
+    assert cmd.MODES is state.MODES == ("assistant", "attorney", "click_to_talk")
+
+
 async def test_turns_refused_while_stopped() -> None:
     executor, _, _ = make_executor(mode="click_to_talk")
     await executor.execute(cmd.Command("stop_conversation"))

@@ -186,6 +186,22 @@ def test_logs_never_contain_full_numbers(users: UserDirectory, caplog: pytest.Lo
     assert caplog.records and all(JOHN not in r.getMessage() and "9876543210" not in r.getMessage() for r in caplog.records)
 
 
+def test_database_errors_do_not_carry_the_number(users: UserDirectory) -> None:
+    """SQLAlchemy puts the statement's parameters into its error text, which ends up in tracebacks and logs."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    users.add(user_id="user-john", name="John Doe", phone=JOHN)
+    with users.engine.begin() as conn:
+        conn.execute(text("DROP TABLE gocare_registered_users"))
+    for check in (lambda: users.verify(None, JOHN), lambda: users.verify("user-john", JOHN),
+                  lambda: users.find_by_phone(JOHN)):
+        with pytest.raises(SQLAlchemyError) as failed:
+            check()
+        assert "9876543210" not in str(failed.value)
+        assert "hidden" in str(failed.value)  # SQLAlchemy says so instead of the values
+
+
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """GOCARE_TEST_POSTGRES_URL when given, else a throwaway server started for this module."""

@@ -304,6 +304,33 @@ def test_tts_timeout_keeps_transcript_and_reply(settings_for, recordings, deepgr
     assert (body["transcript"], body["reply"]) == (deepgram_server.transcript, REPLY)
 
 
+def test_reply_encode_failure_keeps_transcript_and_reply(settings_for, recordings, deepgram_server,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MP3 encode of the spoken reply runs in the tts stage: when it fails (here: the encoder worker
+    crashed twice) the answer is a 502 naming that stage, with transcript and reply kept, not a 500."""
+    import gocare_voice.voice_upload.pipeline as pipeline_module
+    from gocare_voice.audio import AudioWorkers, CorruptAudioError
+    from gocare_voice.audio.workers import ENCODER_CRASHED
+
+    real = pipeline_module.shared_audio_workers()
+
+    class EncoderCrashes(AudioWorkers):
+        async def start(self) -> None:
+            await real.start()
+
+        async def decode(self, data: bytes, **kwargs: Any):  # type: ignore[no-untyped-def]
+            return await real.decode(data, **kwargs)
+
+        async def encode(self, pcm: bytes, **kwargs: Any) -> bytes:
+            raise CorruptAudioError(ENCODER_CRASHED)
+
+    monkeypatch.setattr(pipeline_module, "shared_audio_workers", lambda: EncoderCrashes(processes=1))
+    with TestClient(create_app(settings_for())) as client:
+        body = _failed(_upload(client, recordings.bytes("m4a")), 502, "tts", "tts_failed")
+    assert (body["transcript"], body["reply"]) == (deepgram_server.transcript, REPLY)
+    assert "reply audio could not be produced" in body["detail"]
+
+
 def test_llm_not_configured(settings_for, recordings, deepgram_server) -> None:
     with TestClient(create_app(settings_for(llm_api_key=None))) as client:
         body = _failed(_upload(client, recordings.bytes("mp3"), name="a.mp3"), 503, "llm", "llm_not_configured")

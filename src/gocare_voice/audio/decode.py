@@ -225,21 +225,39 @@ def _decode(
         raise TooLongError(_too_long_message(max_seconds, declared))
 
     max_samples = int(max_seconds * sample_rate) + int(_TRUNCATION_SLACK_SECONDS * sample_rate)
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+    resampler: av.AudioResampler | None = None
+    setup: tuple[object, ...] | None = None
     chunks: list[bytes] = []
     total = 0
+
+    def take(frames: list[av.AudioFrame]) -> None:
+        nonlocal total
+        for out in frames:
+            chunks.append(bytes(out.planes[0])[: out.samples * 2])
+            total += out.samples
+
     try:
         for packet in container.demux(stream):
             for frame in packet.decode():
-                for out in resampler.resample(frame):
-                    chunks.append(bytes(out.planes[0])[: out.samples * 2])
-                    total += out.samples
+                # an MP3 may change sample rate or channels between frames (two files glued together, a
+                # damaged header), and a resampler only takes the format it was set up for: flush it and
+                # set up a new one for the rest
+                frame_setup = (frame.format.name, frame.sample_rate, frame.layout.name)
+                if frame_setup != setup:
+                    if resampler is not None:
+                        take(resampler.resample(None))
+                    resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+                    setup = frame_setup
+                take(resampler.resample(frame))
                 if total > max_samples:
                     raise TooLongError(_too_long_message(max_seconds, None))
-        for out in resampler.resample(None):
-            chunks.append(bytes(out.planes[0])[: out.samples * 2])
-            total += out.samples
-    except av.error.FFmpegError as error:
+        if resampler is not None:
+            take(resampler.resample(None))
+    except AudioError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - FFmpegError, or PyAV's ValueError/TypeError on odd frames
         raise CorruptAudioError(
             f"The {kind.upper()} recording is damaged or truncated and cannot be decoded to the end. "
             "Please record and send it again."

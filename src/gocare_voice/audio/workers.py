@@ -37,6 +37,11 @@ from gocare_voice.audio.decode import (
 
 log = logging.getLogger("gocare.audio")
 
+DECODER_CRASHED = (
+    "The recording could not be decoded: it crashed the audio decoder. Please record and send it again."
+)
+ENCODER_CRASHED = "The reply audio could not be produced: the audio encoder crashed."
+
 
 def default_processes() -> int:
     """One worker per core, at most 4: decoding is ~0.5 % of an upload's wall time, more buys nothing."""
@@ -102,7 +107,11 @@ class AudioWorkers:
         await asyncio.gather(*(loop.run_in_executor(pool, _warm_up) for _ in range(self._processes)))
 
     async def call(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
-        """``func(*args, **kwargs)`` in a worker; ``func`` must be a module-level (picklable) function."""
+        """``func(*args, **kwargs)`` in a worker; ``func`` must be a module-level (picklable) function.
+        A worker that dies twice is reported as a recording that crashed the decoder."""
+        return await self._run(func, args, kwargs, crashed=DECODER_CRASHED)
+
+    async def _run(self, func, args, kwargs, *, crashed: str):  # type: ignore[no-untyped-def]
         import functools
 
         loop = asyncio.get_running_loop()
@@ -115,16 +124,17 @@ class AudioWorkers:
                 # retry once, so only a file that kills the decoder again is refused
                 self._discard(pool)
                 log.warning("audio worker process died during %s (attempt %d)", func.__name__, attempt)
-        raise CorruptAudioError(
-            "The recording could not be decoded: it crashed the audio decoder. Please record and send it again."
-        )
+        raise CorruptAudioError(crashed)
 
     async def decode(self, data: bytes, *, max_seconds: float, sample_rate: int = STT_SAMPLE_RATE) -> DecodedAudio:
         """``decode_audio`` in a worker process; raises the same ``AudioError`` subclasses."""
         return await self.call(decode_audio, data, max_seconds=max_seconds, sample_rate=sample_rate)
 
     async def encode(self, pcm: bytes, *, sample_rate: int, num_channels: int = 1) -> bytes:
-        return await self.call(encode_speech, pcm, sample_rate=sample_rate, num_channels=num_channels)
+        """``encode_speech`` in a worker process; our own TTS output, so a crash is not the user's file."""
+        return await self._run(
+            encode_speech, (pcm,), {"sample_rate": sample_rate, "num_channels": num_channels}, crashed=ENCODER_CRASHED
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -25,6 +25,7 @@ from livekit.agents.llm import ToolResult
 
 from ..redact import mask_phone
 from . import prompts
+from .commands import CLICK_TO_TALK_TRANSCRIPT_TIMEOUT  # noqa: F401 - where the executor's end_turn reads it
 from .identity import greeting_text
 from .phone import parse_phone_number
 from .state import MODES, SessionState
@@ -43,8 +44,6 @@ MISMATCH_TEXT = "That number did not match our records."
 ATTORNEY_INTRO = "You're now talking with the GoCare legal assistant. Go ahead, I'm listening."
 CLICK_TO_TALK_INTRO = "Push to talk is on. Hold the button while you speak and release it when you're done."
 ASSISTANT_INTRO = "You're back with the GoCare assistant."
-CLICK_TO_TALK_TRANSCRIPT_TIMEOUT = 10.0
-"""Seconds ``commit_user_turn`` should wait for the final transcript of a long push-to-talk turn."""
 
 
 class ModeSwitchError(Exception):
@@ -180,9 +179,12 @@ class AuthenticationAgent(_GoCareAgent):
             if parsed.e164 is not None:
                 try:
                     record = await self._directory.averify(state.user_id, parsed.e164)
-                except Exception:
-                    # a broken database must not look like a wrong number, nor cost an attempt
-                    logger.exception("directory lookup failed (user_id=%s)", state.user_id)
+                except Exception as error:  # noqa: BLE001
+                    # a broken database must not look like a wrong number, nor cost an attempt; the class
+                    # name only: a driver's error text and traceback can carry the query's parameters
+                    logger.error(
+                        "directory lookup failed (user_id=%s): %s", state.user_id, type(error).__name__
+                    )
                     return (
                         "The number could not be checked right now because of a technical problem. "
                         "Apologise and ask the caller to try again in a moment."
@@ -248,6 +250,7 @@ class GreetingAgent(_GoCareAgent):
 
     async def on_enter(self) -> None:
         state = self._entered()
+        mode_on_entry = state.mode
         handle = self.session.generate_reply(
             instructions=(
                 "Welcome the caller personally now that they are verified"
@@ -261,6 +264,11 @@ class GreetingAgent(_GoCareAgent):
         if handle.exception() is not None:
             logger.warning("personal welcome by the LLM failed; saying the fixed one")
             await self.session.say(personal_welcome(state))
+        # the app may have switched modes while the welcome played (``switch_mode`` sets the mode and
+        # ``update_agent`` makes the new agent current at once): that choice stands
+        if self.session.current_agent is not self or state.mode != mode_on_entry:
+            logger.info("welcome done; the app already switched to %s, no handoff to the assistant", state.mode)
+            return
         state.mode = "assistant"
         self.session.update_agent(
             MainAgent(state=state, settings=self._settings, directory=self._directory, announce=False)

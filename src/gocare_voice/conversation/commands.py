@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from .state import MODES
+
 logger = logging.getLogger("gocare.commands")
 
 TOPIC = "gocare"
@@ -33,7 +35,13 @@ CANCEL_TURN = "cancel_turn"
 COMMANDS = (START_CONVERSATION, STOP_CONVERSATION, SWITCH_AGENT, START_TURN, END_TURN, CANCEL_TURN)
 TURN_COMMANDS = (START_TURN, END_TURN, CANCEL_TURN)
 
-MODES = ("assistant", "attorney", "click_to_talk")
+CLICK_TO_TALK_TRANSCRIPT_TIMEOUT = 10.0
+"""Seconds ``commit_user_turn`` waits for the final transcript of a long push-to-talk turn (``end_turn``)."""
+
+PRE_AUTH_AGENT = "authentication"
+"""What ``start_conversation`` reports as the agent before the number is verified: the number check, not a
+mode the app could switch to."""
+
 _MODE_ALIASES = {
     "assistant": "assistant",
     "main": "assistant",
@@ -311,7 +319,9 @@ class CommandExecutor:
         if name == START_CONVERSATION:
             self._set_audio(input_enabled=self._mode() != "click_to_talk", output_enabled=True)
             self._set_listening(True)
-            return _ok(command, listening=True, agent=self._mode())
+            # before verification the caller talks to the number check, whatever mode is preset
+            agent = self._mode() if self._authenticated() else PRE_AUTH_AGENT
+            return _ok(command, listening=True, agent=agent)
         if name == STOP_CONVERSATION:
             self._interrupt()
             try:
@@ -369,7 +379,7 @@ class CommandExecutor:
             return _ok(command, turn="open")
         if command.name == END_TURN:
             self._set_audio(input_enabled=False)
-            fut = self.session.commit_user_turn(transcript_timeout=10.0)
+            fut = self.session.commit_user_turn(transcript_timeout=CLICK_TO_TALK_TRANSCRIPT_TIMEOUT)
             if hasattr(fut, "add_done_callback"):
                 fut.add_done_callback(lambda f: f.cancelled() or f.exception())
             self.turn_open = False

@@ -2,7 +2,8 @@
 
 Stages run one after the other (each needs the previous one's output), each under ``settings.stage_timeout``.
 A failing stage stops the pipeline but never throws away what came before: the result carries the
-transcript when the LLM is down, transcript and reply when TTS is down, and names the stage and the reason,
+transcript when the LLM is down, transcript and reply when TTS (or the reply's MP3 encode, part of the
+"tts" stage) fails, and names the stage and the reason,
 so the app can still show the user what was understood.
 
 Providers come from ``conversation.providers`` (``build_stt``/``build_llm``/``build_tts``), so an upload is
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from gocare_voice.audio import SPEECH_FORMAT, AudioWorkers, DecodedAudio, shared_audio_workers
+from gocare_voice.audio import SPEECH_FORMAT, AudioError, AudioWorkers, DecodedAudio, shared_audio_workers
 from gocare_voice.conversation.identity import first_name as first_name_of
 from gocare_voice.conversation.prompts import assistant_instructions
 from gocare_voice.settings import Settings
@@ -209,15 +210,12 @@ class VoiceUploadPipeline:
             )
             notify = self._start_notify(result)
             try:
-                frame = await self._stage(
-                    "tts", providers, result, lambda tts: self._synthesize(tts, result.reply or "")
-                )
-                started = time.perf_counter()
-                result.speech_audio = await self.audio.encode(
-                    bytes(frame.data), sample_rate=frame.sample_rate, num_channels=frame.num_channels
+                # synthesis and the MP3 encode are one stage: a failure in either is a tts failure that
+                # keeps the transcript and the reply, never a 500
+                result.speech_audio = await self._stage(
+                    "tts", providers, result, lambda tts: self._speak(tts, result.reply or "", result)
                 )
                 result.speech_format = SPEECH_FORMAT
-                result.timings["encode"] = time.perf_counter() - started
             finally:
                 if notify is not None:
                     result.agent_notified = await notify
@@ -275,6 +273,8 @@ class VoiceUploadPipeline:
                     stage=stage, status=502, error=f"{stage}_failed",
                     detail=f"The {label} failed: {error.message}"[:300],
                 )
+        except AudioError as error:  # the reply's encode (tts stage): our own audio, the message says so
+            failure = StageFailure(stage=stage, status=502, error=f"{stage}_failed", detail=error.message[:300])
         except Exception as error:  # noqa: BLE001 - a plugin error we do not know: still keep what we have
             log.error("voice upload: unexpected %s in the %s stage", type(error).__name__, stage, exc_info=error)
             failure = StageFailure(
@@ -320,6 +320,16 @@ class VoiceUploadPipeline:
         if not reply:
             raise APIError("the language model returned an empty reply", retryable=False)
         return reply
+
+    async def _speak(self, tts: Any, text: str, result: UploadResult) -> bytes:
+        frame = await self._synthesize(tts, text)
+        started = time.perf_counter()
+        try:
+            return await self.audio.encode(
+                bytes(frame.data), sample_rate=frame.sample_rate, num_channels=frame.num_channels
+            )
+        finally:
+            result.timings["encode"] = time.perf_counter() - started
 
     async def _synthesize(self, tts: Any, text: str) -> Any:
         async with tts.synthesize(text, conn_options=self._conn_options) as stream:

@@ -112,15 +112,21 @@ class GoCareEntrypoint:
 
 
 async def run_job(
-    ctx: Any, *, settings: Settings, metadata_grace: float = METADATA_GRACE_SECONDS, console_text: bool = False
+    ctx: Any, *, settings: Settings, metadata_grace: float = METADATA_GRACE_SECONDS, console_text: bool = False,
+    use_room_io: bool = True,
 ) -> Any:
     """Connect, find the user, start the session, greet; returns the running AgentSession (for tests:
-    livekit-agents ignores it and keeps the job alive until the room closes)."""
+    livekit-agents ignores it and keeps the job alive until the room closes).
+
+    ``use_room_io=False`` starts the session without livekit's RoomIO (no audio tracks, no ``lk.*`` text
+    streams), everything else as in a room: the one seam that lets a test drive the room path with plain
+    objects standing in for ``rtc.Room``, which RoomIO needs for real (native audio sources, tracks)."""
     from livekit.agents import room_io
 
     from gocare_voice.conversation.agents import AuthenticationAgent, build_entry_agent, switch_mode
     from gocare_voice.conversation.commands import CommandExecutor
     from gocare_voice.conversation.state import SessionState
+    from gocare_voice.settings import AuthMode
     from gocare_voice.worker.handlers import RoomHandlers
     from gocare_voice.worker.tasks import TaskScheduler
 
@@ -133,7 +139,12 @@ async def run_job(
 
     state = SessionState(room_name=room_name)
     scheduler = TaskScheduler(room_name=room_name)
-    handlers = RoomHandlers(room=room, state=state, job_metadata=ctx.job.metadata, scheduler=scheduler)
+    # with caller authentication the token's identity is the verified user: the app cannot name another
+    # user id through its own metadata (console has no participant, only the developer's dispatch metadata)
+    handlers = RoomHandlers(
+        room=room, state=state, job_metadata=ctx.job.metadata, scheduler=scheduler,
+        bind_user_id_to_identity=not console and settings.auth_mode is AuthMode.jwt,
+    )
     ctx.add_shutdown_callback(scheduler.aclose)
 
     participant = None
@@ -184,7 +195,7 @@ async def run_job(
 
     entry = build_entry_agent(state=state, settings=settings, directory=directory, greet_on_enter=False)
     start_kwargs: dict[str, Any] = {"agent": entry}
-    if not console:
+    if not console and use_room_io:
         start_kwargs["room"] = room
         start_kwargs["room_options"] = room_io.RoomOptions(participant_identity=handlers.user_identity)
     await session.start(**start_kwargs)

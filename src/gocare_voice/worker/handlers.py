@@ -14,6 +14,7 @@ logged far from its cause or, worse, stop later listeners from running.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -63,6 +64,7 @@ class RoomHandlers:
         greet: Greeter | None = None,
         refresh: Greeter | None = None,
         log: logging.Logger | None = None,
+        bind_user_id_to_identity: bool = False,
     ) -> None:
         self.room = room
         self.state = state
@@ -73,6 +75,10 @@ class RoomHandlers:
         self.greet = greet
         self.refresh = refresh
         self.log = log or logger
+        self.bind_user_id_to_identity = bind_user_id_to_identity
+        """With caller authentication (JWT) the token service sets the participant identity to the verified
+        ``sub``: then that identity is the user id, and a ``userId`` in metadata, attributes or the dispatch
+        is ignored (the app can rewrite its own metadata, ``canUpdateOwnMetadata``). Names still come from there."""
         self.user_identity: str | None = None
         self._welcomed: set[tuple[str, str | None]] = set()
         self._greeting_scheduled = False
@@ -88,9 +94,15 @@ class RoomHandlers:
     def read_identity(self, participant: Any, *, metadata: Any = None) -> tuple[Identity, list[str]]:
         """The same pure function ``gocare test-metadata`` uses, over everything we know."""
         raw = metadata if metadata is not None else getattr(participant, "metadata", None)
-        return identity_from_participant(
+        identity, problems = identity_from_participant(
             metadata=raw, attributes=_attributes_of(participant), job_metadata=self.job_metadata
         )
+        if self.bind_user_id_to_identity:
+            bound = _identity_of(participant)
+            if identity.user_id is not None and identity.user_id != bound:
+                problems = [*problems, "userId in metadata ignored: the user id is the authenticated identity"]
+            identity = dataclasses.replace(identity, user_id=bound)
+        return identity, problems
 
     def update_identity(self, participant: Any, *, metadata: Any = None, why: str) -> Identity:
         identity, problems = self.read_identity(participant, metadata=metadata)
@@ -118,6 +130,7 @@ class RoomHandlers:
         self.room.on("participant_attributes_changed", self.on_participant_attributes_changed)
         self.room.on("data_received", self.on_data_received)
         self.room.on("participant_disconnected", self.on_participant_disconnected)
+        self.room.on("participant_connected", self.on_participant_connected)
 
     def register_rpc(self) -> list[str]:
         """One RPC method per command on the agent participant (the method name is the command)."""
@@ -197,6 +210,16 @@ class RoomHandlers:
             )
             return
         if isinstance(parsed, cmd.VoiceUpload):
+            # only the token service (server API: no sending participant) tells us about uploads, and only
+            # once the user is verified: an app could otherwise plant words in the agent's conversation
+            if sender is not None or not getattr(self.state, "authenticated", False):
+                self.ignored_packets += 1
+                self.log.warning(
+                    "voice_upload packet ignored: %s (room=%s participant=%s)",
+                    "sent by a participant, not the server" if sender is not None else "the user is not verified yet",
+                    self.room_name, sender_id, extra=self._extra(sender_id),
+                )
+                return
             self.log.info(
                 "voice upload received (room=%s, transcript %d chars)", self.room_name, len(parsed.transcript),
                 extra=self._extra(sender_id),
@@ -205,6 +228,28 @@ class RoomHandlers:
             return
         self.log.info("command %s received by data packet (room=%s participant=%s)", parsed.name, self.room_name, sender_id, extra=self._extra(sender_id))
         self.scheduler.spawn(self._command_from_packet(parsed, sender_id), what=f"command {parsed.name}", participant=sender_id)
+
+    def on_participant_connected(self, participant: Any) -> None:
+        """The room's user came back (a reconnect after a network change is a new participant, new sid):
+        they get the welcome packet again (docs/protocol.md §2). Other participants are only logged."""
+        try:
+            who = _identity_of(participant)
+            if who is None or who != self.user_identity:
+                self.log.info("participant joined (room=%s participant=%s)", self.room_name, who, extra=self._extra(who))
+                return
+            self.log.info(
+                "user reconnected (room=%s participant=%s sid=%s)", self.room_name, who, _sid_of(participant),
+                extra=self._extra(who),
+            )
+            self.scheduler.spawn(self._welcome_again(participant), what="welcome", participant=who)
+        except Exception:  # noqa: BLE001
+            self.log.exception("participant join not handled (room=%s)", self.room_name)
+
+    async def _welcome_again(self, participant: Any) -> None:
+        try:
+            await self.send_welcome(participant)
+        except Exception:  # noqa: BLE001 - the scheduler would log it too; say what it was
+            self.log.exception("welcome not sent (room=%s participant=%s)", self.room_name, self.user_identity)
 
     def on_participant_disconnected(self, participant: Any) -> None:
         try:

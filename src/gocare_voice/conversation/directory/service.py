@@ -131,7 +131,7 @@ class UserDirectory:
                 # a plain postgresql:// URL means psycopg2 to SQLAlchemy; we ship psycopg 3 (extra "postgres")
                 parsed = parsed.set(drivername="postgresql+psycopg")
             try:
-                return create_engine(parsed, echo=echo, pool_pre_ping=True, future=True)
+                return create_engine(parsed, echo=echo, pool_pre_ping=True, future=True, hide_parameters=True)
             except (ModuleNotFoundError, NoSuchModuleError) as error:
                 raise DirectoryError(
                     f"the database driver for {parsed.drivername} is not available ({error}); "
@@ -144,6 +144,7 @@ class UserDirectory:
         engine = create_engine(
             parsed,
             echo=echo,
+            hide_parameters=True,  # parameters are phone numbers: keep them out of error texts and echo logs
             connect_args={"check_same_thread": False},
             # an in-memory database exists once per connection: share that one connection
             poolclass=StaticPool if in_memory else None,
