@@ -38,7 +38,7 @@ def test_tts_provider_specific_lines() -> None:
     assert providers.missing_tts_settings(make(tts_provider="deepgram"))[0].startswith("DEEPGRAM_API_KEY")
     azure = providers.missing_tts_settings(make(tts_provider="azure"))
     assert azure[0].startswith("AZURE_SPEECH_KEY") and azure[1].startswith("AZURE_SPEECH_REGION")
-    if not providers._azure_plugin_available():
+    if not providers.azure_plugin_available():
         assert "livekit-plugins-azure" in azure[2]
 
 

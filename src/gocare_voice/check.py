@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gocare_voice.conversation.providers import (
-    _azure_plugin_available,
+    azure_plugin_available,
     missing_llm_settings,
     missing_stt_settings,
     missing_tts_settings,
@@ -32,7 +32,7 @@ def configuration_facts(settings: Settings) -> dict[str, bool]:
         "deepgram_configured": not missing_stt_settings(settings),
         "groq_configured": settings.groq_configured,
         "azure_tts_configured": settings.azure_speech_key is not None and bool(settings.azure_speech_region)
-        and _azure_plugin_available(),
+        and azure_plugin_available(),
         "tts_configured": not missing_tts_settings(settings),
     }
 

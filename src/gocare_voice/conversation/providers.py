@@ -53,7 +53,7 @@ def _secret(value: Any) -> str | None:
     return text or None
 
 
-def _azure_plugin_available() -> bool:
+def azure_plugin_available() -> bool:
     import importlib.util
 
     try:
@@ -86,7 +86,7 @@ def missing_tts_settings(settings: Settings) -> list[str]:
             problems.append("AZURE_SPEECH_KEY is not set (GOCARE_TTS_PROVIDER=azure)")
         if not settings.azure_speech_region:
             problems.append("AZURE_SPEECH_REGION is not set (GOCARE_TTS_PROVIDER=azure)")
-        if not _azure_plugin_available():
+        if not azure_plugin_available():
             problems.append(
                 "GOCARE_TTS_PROVIDER=azure needs the livekit-plugins-azure package, which is not installed "
                 "(pip install 'livekit-plugins-azure~=1.8'), or use GOCARE_TTS_PROVIDER=openai|deepgram"
@@ -132,7 +132,7 @@ def import_plugins(settings: Settings | None = None) -> list[str]:
     import importlib
 
     names = ["livekit.plugins.silero", "livekit.plugins.deepgram", "livekit.plugins.openai"]
-    if settings is not None and settings.tts_provider is TTSProvider.azure and _azure_plugin_available():
+    if settings is not None and settings.tts_provider is TTSProvider.azure and azure_plugin_available():
         names.append("livekit.plugins.azure")
     for name in names:
         importlib.import_module(name)
@@ -255,7 +255,7 @@ def _deepgram_tts(settings: Settings, http_session: Any = None) -> lk_tts.TTS | 
 
 
 def _azure_tts(settings: Settings) -> lk_tts.TTS | None:
-    if _secret(settings.azure_speech_key) is None or not settings.azure_speech_region or not _azure_plugin_available():
+    if _secret(settings.azure_speech_key) is None or not settings.azure_speech_region or not azure_plugin_available():
         return None
     from livekit.plugins import azure  # type: ignore[attr-defined]
 

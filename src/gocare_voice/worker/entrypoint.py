@@ -127,9 +127,11 @@ async def run_job(
     from gocare_voice.conversation.commands import CommandExecutor
     from gocare_voice.conversation.state import SessionState
     from gocare_voice.settings import AuthMode
+    from gocare_voice.redact import install_pii_log_filter
     from gocare_voice.worker.handlers import RoomHandlers
     from gocare_voice.worker.tasks import TaskScheduler
 
+    install_pii_log_filter()  # console and thread executors run jobs in processes that skipped prewarm
     console = bool(ctx.is_fake_job())
     await ctx.connect()
     room = ctx.room
