@@ -17,13 +17,31 @@ def test_mask_phone_keeps_country_code_and_last_four() -> None:
     ("my number is 98765 43210", "my number is ********10"),
     ("call +91-98765-43210 please", "call **********10 please"),
     ("it's (987) 654 3210", "it's (********10"),
+    ("9876543210", "********10"),
 ])
 def test_mask_digit_runs(text: str, expected: str) -> None:
     assert mask_digit_runs(text) == expected
 
 
-def test_short_numbers_are_left_alone() -> None:
-    assert mask_digit_runs("room 42 at 10:30, 3 attempts") == "room 42 at 10:30, 3 attempts"
+@pytest.mark.parametrize("text", [
+    "room 42 at 10:30, 3 attempts",
+    "listening on 127.0.0.1:8099",
+    "agent v1.8.9 started",
+    "job AJ_1234567890 in room gocare-1a2b3c4d5e6f",
+])
+def test_addresses_versions_and_ids_are_left_alone(text: str) -> None:
+    assert mask_digit_runs(text) == text
+
+
+def test_a_bare_long_number_is_masked_even_when_it_is_not_a_phone() -> None:
+    """The price of masking transcripts: in livekit's lines any 6+ digit number counts as a possible phone."""
+    assert mask_digit_runs("took 1234567 us") == "took *****67 us"
+
+
+def test_our_own_and_uvicorn_lines_are_not_rewritten() -> None:
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "GET /health" 200',
+                               ("127.0.0.1:55896",), None)
+    assert PiiLogFilter().filter(record) and record.getMessage() == '127.0.0.1:55896 - "GET /health" 200'
 
 
 def test_spoken_number_words_are_masked() -> None:

@@ -20,7 +20,8 @@ def mask_phone(number: str | None) -> str:
     return head + "*" * (len(digits) - keep_head - 4) + "".join(digits[-4:])
 
 
-_DIGIT_RUN = re.compile(r"\+?\d[\d\s().-]{4,}\d")
+# digits with the separators people say or type between them; not inside words, IP addresses or versions
+_DIGIT_RUN = re.compile(r"(?<![\w.:/])\+?\d[\d\s()-]{4,}\d(?![\w.:/])")
 _DIGIT_WORD = r"(?:zero|oh|o|one|two|three|four|five|six|seven|eight|nine|double|triple|plus)"
 _WORD_RUN = re.compile(rf"\b{_DIGIT_WORD}(?:[\s,.-]+{_DIGIT_WORD}){{5,}}\b", re.IGNORECASE)
 
@@ -49,6 +50,8 @@ class PiiLogFilter(logging.Filter):
         for key, value in list(record.__dict__.items()):
             if key.startswith("lk.pii") and isinstance(value, str):
                 setattr(record, key, mask_digit_runs(value))
+        if not record.name.startswith("livekit"):
+            return True  # our own lines mask numbers themselves; uvicorn's carry addresses, not transcripts
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a broken format string is the logging module's to report
