@@ -50,7 +50,8 @@ def test_test_metadata_sample_and_argument() -> None:
     assert named.returncode == 0 and "Welcome Asha!" in named.stdout and "42" in named.stdout
 
 
-@pytest.mark.parametrize("metadata", ["", "null", "[1,2]", "42", "{not json", '{"other": 1}', "\"str\""])
+@pytest.mark.parametrize("metadata", ["", "null", "[1,2]", "42", "{not json", '{"other": 1}', "\"str\"", "[/]",
+                                      "[bold]x[/bold]"])
 def test_test_metadata_malformed_is_reported_not_crashed(metadata: str) -> None:
     proc = run("test-metadata", metadata)
     assert proc.returncode == 0, proc.stderr
@@ -58,6 +59,19 @@ def test_test_metadata_malformed_is_reported_not_crashed(metadata: str) -> None:
     assert "Traceback" not in proc.stderr
     strict = run("test-metadata", metadata, "--strict")
     assert strict.returncode == 1 and "no identity" in strict.stderr
+
+
+def test_brackets_in_names_are_text_not_markup() -> None:
+    proc = run("test-metadata", '{"userId": "[/]", "userName": "[bold]Eve[/bold] Adams"}')
+    assert proc.returncode == 0, proc.stderr
+    assert "[/]" in proc.stdout and "[bold]Eve[/bold]" in proc.stdout
+
+
+def test_error_lines_with_brackets_are_printed_whole(tmp_path) -> None:
+    missing = tmp_path / "[/]meta[bold].json"
+    proc = run("test-metadata", "--file", str(missing))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"error: cannot read {missing}" in proc.stderr
 
 
 def test_test_metadata_from_file(tmp_path) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gocare_voice import __version__
 
@@ -38,9 +39,9 @@ class _State:
 _state = _State()
 
 
-def _error(message: str) -> None:
+def print_error(message: str) -> None:
     """One error line on stderr, never wrapped at the terminal width (scripts grep for it)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def load_cli_settings(**overrides: object) -> Settings:
@@ -51,7 +52,7 @@ def load_cli_settings(**overrides: object) -> Settings:
         return load_settings(env_file=_state.env_file, **overrides)
     except SettingsError as error:
         for line in error.problems:
-            _error(line)
+            print_error(line)
         raise typer.Exit(2) from None
 
 
@@ -97,7 +98,7 @@ def token_server(
     listen_port = port or settings.port
     busy = _port_problem(host, listen_port)
     if busy:
-        _error(f"cannot listen on {host}:{listen_port}: {busy}")
+        print_error(f"cannot listen on {host}:{listen_port}: {busy}")
         raise typer.Exit(1)
     if _state.env_file is not None:
         os.environ.setdefault("GOCARE_ENV_FILE", str(_state.env_file))
@@ -157,7 +158,7 @@ def token(
         identity_ok = check_name(identity, field="identity")
         name_ok = check_name(name, field="name", required=False) or identity_ok
     except ApiError as error:
-        _error(error.detail)
+        print_error(error.detail)
         raise typer.Exit(2) from None
     assert room_ok and identity_ok and name_ok
     metadata = json.dumps({"userId": identity_ok, "userName": name_ok}, separators=(",", ":"))
@@ -189,7 +190,7 @@ def test_metadata(
         try:
             raw: str | bytes = file.read_bytes()
         except OSError as error:
-            _error(f"cannot read {file}: {error.strerror or error}")
+            print_error(f"cannot read {file}: {error.strerror or error}")
             raise typer.Exit(2) from None
         source = str(file)
     elif metadata is not None:
@@ -200,10 +201,11 @@ def test_metadata(
     identity = reading.identity
     table = Table(title="What the worker sees", show_header=False, title_justify="left")
     shown = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-    table.add_row("input", (shown[:200] + "…") if len(shown) > 200 else shown)
-    table.add_row("userId", identity.user_id or "[dim]none[/]")
-    table.add_row("userName", identity.user_name or "[dim]none[/]")
-    table.add_row("greeting", greeting_text(identity))
+    # everything from the input is escaped: "[/]" in a name is text, not rich markup
+    table.add_row("input", escape((shown[:200] + "…") if len(shown) > 200 else shown))
+    table.add_row("userId", escape(identity.user_id) if identity.user_id else "[dim]none[/]")
+    table.add_row("userName", escape(identity.user_name) if identity.user_name else "[dim]none[/]")
+    table.add_row("greeting", escape(greeting_text(identity)))
     if reading.problem:
         table.add_row("problem", f"[yellow]{reading.problem}[/]")
     console.print(table)
@@ -223,9 +225,9 @@ def _probe(settings: Settings, *, metadata: str, room: Optional[str], timeout: f
     try:
         result = asyncio.run(probe_room(settings, metadata=metadata, room=room, timeout=timeout))
     except ProbeError as error:
-        _error(str(error))
+        print_error(str(error))
         raise typer.Exit(1) from None
-    console.print(result.describe())
+    console.print(result.describe(), markup=False, highlight=False)
 
 
 @app.command("check")
@@ -253,7 +255,7 @@ def check(
             status, missing = "[red]missing[/]", True
         else:
             status = "[dim]not set[/]"
-        table.add_row(row.what, status, row.needed_by, row.hint)
+        table.add_row(row.what, status, row.needed_by, escape(row.hint))
     console.print(table)
     if livekit:
         import asyncio
@@ -262,11 +264,11 @@ def check(
 
         result = asyncio.run(check_livekit(settings, attempts=1, attempt_timeout=timeout))
         if not result.ok:
-            _error(str(result.problem))
+            print_error(str(result.problem))
             raise typer.Exit(1)
         console.print(f"[green]ok:[/] LiveKit at {settings.livekit_url} accepted the credentials", highlight=False)
     if missing:
-        _error("required settings are missing (see the table)")
+        print_error("required settings are missing (see the table)")
         raise typer.Exit(1)
 
 

@@ -7,6 +7,8 @@ configuration). SQLAlchemy and phonenumbers are imported inside the commands, ke
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -28,7 +30,9 @@ _DB_HELP = "Database URL (default: GOCARE_DATABASE_URL, else sqlite:///gocare-us
 
 
 def _err(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    from gocare_voice.cli import print_error
+
+    print_error(message)
 
 
 def _settings(database_url: Optional[str]) -> Settings:
@@ -37,15 +41,25 @@ def _settings(database_url: Optional[str]) -> Settings:
     return load_cli_settings(**({"database_url": database_url} if database_url else {}))
 
 
-def _open(database_url: Optional[str]) -> UserDirectory:
+@contextmanager
+def _directory(database_url: Optional[str]) -> Iterator[UserDirectory]:
+    """The directory for one command: a refused operation (invalid or duplicate number, unknown user, broken
+    database) is one error line and exit code 1; the connection is closed whatever happens."""
     from gocare_voice.conversation.directory import DirectoryError, UserDirectory
 
     settings = _settings(database_url)
     try:
-        return UserDirectory.from_settings(settings)
+        directory = UserDirectory.from_settings(settings)
     except DirectoryError as error:
         _err(str(error))
         raise typer.Exit(1) from None
+    try:
+        yield directory
+    except DirectoryError as error:
+        _err(str(error))
+        raise typer.Exit(1) from None
+    finally:
+        directory.close()
 
 
 @users_app.command("add")
@@ -56,16 +70,8 @@ def add(
     database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
 ) -> None:
     """Register one user."""
-    from gocare_voice.conversation.directory import DirectoryError
-
-    directory = _open(database_url)
-    try:
+    with _directory(database_url) as directory:
         record = directory.add(user_id=user_id, name=name, phone=phone)
-    except DirectoryError as error:
-        _err(str(error))
-        raise typer.Exit(1) from None
-    finally:
-        directory.close()
     typer.echo(f"added {record.user_id} ({record.name or 'no name'}, {record.masked_phone})")
 
 
@@ -80,22 +86,17 @@ def import_csv(
     """Import users from a CSV file (all or nothing unless --skip-errors)."""
     import sys
 
-    from gocare_voice.conversation.directory import CsvImportError, DirectoryError
+    from gocare_voice.conversation.directory import CsvImportError
 
-    directory = _open(database_url)
-    try:
-        source = sys.stdin if str(csv_file) == "-" else csv_file
-        result = directory.import_csv(source, skip_errors=skip_errors)
-    except CsvImportError as error:
-        for problem in error.problems:
-            _err(str(problem))
-        _err(f"{error} (use --skip-errors to import the good rows)")
-        raise typer.Exit(1) from None
-    except DirectoryError as error:
-        _err(str(error))
-        raise typer.Exit(1) from None
-    finally:
-        directory.close()
+    with _directory(database_url) as directory:
+        try:
+            source = sys.stdin if str(csv_file) == "-" else csv_file
+            result = directory.import_csv(source, skip_errors=skip_errors)
+        except CsvImportError as error:
+            for problem in error.problems:
+                _err(str(problem))
+            _err(f"{error} (use --skip-errors to import the good rows)")
+            raise typer.Exit(1) from None
     for problem in result.skipped:
         typer.echo(f"skipped {problem}", err=True)
     typer.echo(f"imported {result.added} user(s)" + (f", skipped {len(result.skipped)} row(s)" if result.skipped else ""))
@@ -110,12 +111,9 @@ def list_users(
     database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
 ) -> None:
     """List registered users, numbers masked unless --show-numbers."""
-    directory = _open(database_url)
-    try:
+    with _directory(database_url) as directory:
         records = directory.list(limit=limit)
         total = directory.count()
-    finally:
-        directory.close()
     if not records:
         typer.echo("no registered users")
         return
@@ -142,14 +140,6 @@ def remove(
     database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
 ) -> None:
     """Remove one user."""
-    from gocare_voice.conversation.directory import DirectoryError
-
-    directory = _open(database_url)
-    try:
+    with _directory(database_url) as directory:
         record = directory.remove(user_id)
-    except DirectoryError as error:
-        _err(str(error))
-        raise typer.Exit(1) from None
-    finally:
-        directory.close()
     typer.echo(f"removed {record.user_id} ({record.masked_phone})")

@@ -36,7 +36,9 @@ _PASS_THROUGH: dict[str, Any] = {"allow_extra_args": True, "ignore_unknown_optio
 
 
 def _fail(line: str, code: int = 1) -> None:
-    typer.echo(f"error: {line}", err=True)
+    from gocare_voice.cli import print_error
+
+    print_error(line)
     raise typer.Exit(code)
 
 
@@ -68,8 +70,10 @@ def _require_providers(settings: Settings, *, text_only: bool) -> None:
 
     missing = missing_llm_settings(settings) if text_only else missing_provider_settings(settings)
     if missing:
+        from gocare_voice.cli import print_error
+
         for line in missing:
-            typer.echo(f"error: {line}", err=True)
+            print_error(line)
         raise typer.Exit(2)
 
 
