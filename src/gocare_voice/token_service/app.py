@@ -35,6 +35,7 @@ from gocare_voice.token_service.deps import (
 from gocare_voice.token_service.errors import ApiError
 from gocare_voice.token_service.minting import TokenMinter, TokenRequest
 from gocare_voice.token_service.ratelimit import RateLimiter
+from gocare_voice.token_service.responses import json_response
 from gocare_voice.token_service.schemas import token_paths
 from gocare_voice.token_service.validation import (
     MAX_NAME_CHARS,
@@ -46,11 +47,6 @@ from gocare_voice.token_service.validation import (
 
 log = logging.getLogger("gocare.token_service")
 
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def _participant_metadata(extra: dict[str, Any], *, user_id: str, user_name: str) -> str:
@@ -116,25 +112,25 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, error: ApiError) -> Response:
-        return _json(error.status, error.body(), {**_NO_STORE, **error.headers})
+        return json_response(error.status, error.body(), error.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, error: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return _json(error.status_code, {"error": code, "detail": str(error.detail)}, getattr(error, "headers", None))
+        return json_response(error.status_code, {"error": code, "detail": str(error.detail)}, getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, error: RequestValidationError) -> Response:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}" for e in error.errors()
         )
-        return _json(422, {"error": "validation_error", "detail": problems or "invalid request"})
+        return json_response(422, {"error": "validation_error", "detail": problems or "invalid request"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> Response:
         log.error("unexpected error on %s %s: %s", request.method, request.url.path, error.__class__.__name__,
                   exc_info=error)
-        return _json(500, {"error": "internal_error", "detail": "unexpected server error; it has been logged"})
+        return json_response(500, {"error": "internal_error", "detail": "unexpected server error; it has been logged"})
 
     async def get_token(request: Request) -> Response:
         """Body ``{room, identity, name}`` -> ``{token, serverUrl, roomName, participantName}``."""
@@ -150,8 +146,8 @@ def create_app(settings: Settings) -> FastAPI:
             room=room, identity=identity, name=name,
             metadata=_participant_metadata({}, user_id=identity, user_name=name),
         ))
-        return _json(200, {"token": token, "serverUrl": server_url, "roomName": room, "participantName": name},
-                     _NO_STORE)
+        return json_response(200, {"token": token, "serverUrl": server_url, "roomName": room,
+                                    "participantName": name})
 
     async def standard_token(request: Request) -> Response:
         """What the client SDKs' ``TokenSource.endpoint`` call: snake_case body, all fields optional ->
@@ -174,10 +170,9 @@ def create_app(settings: Settings) -> FastAPI:
             metadata=_participant_metadata(extra, user_id=identity, user_name=name),
             attributes=attributes, dispatch_metadata=dispatch_metadata,
         ))
-        return _json(
+        return json_response(
             201,
             {"server_url": server_url, "participant_token": token, "room_name": room, "participant_name": name},
-            _NO_STORE,
         )
 
     app.router.routes.extend([
@@ -188,14 +183,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/health", tags=["health"], summary="What is configured")
     async def health() -> Response:
-        return _json(200, {
+        return json_response(200, {
             "status": "ok",
             "version": __version__,
             "environment": settings.env.value,
             "agent_name": settings.agent_name,
             "auth_mode": settings.auth_mode.value,
             **configuration_facts(settings),
-        }, _NO_STORE)
+        })
 
     _include_optional_routers(app, settings)
     return app

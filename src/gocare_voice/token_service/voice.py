@@ -19,7 +19,6 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from python_multipart.exceptions import FormParserError
@@ -31,6 +30,7 @@ from gocare_voice.settings import Settings
 from gocare_voice.token_service.auth import Caller
 from gocare_voice.token_service.deps import authorize_room, require_caller
 from gocare_voice.token_service.errors import ApiError
+from gocare_voice.token_service.responses import json_response
 from gocare_voice.token_service.validation import check_name
 from gocare_voice.voice_upload import UploadResult, VoiceUploadPipeline
 
@@ -41,11 +41,6 @@ MULTIPART_OVERHEAD = 64 * 1024
 """Room for boundaries, part headers and small extra fields on top of the file itself."""
 MAX_OTHER_FIELD_BYTES = 16 * 1024
 
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-def _json(status: int, body: Any) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=_NO_STORE)
 
 
 def _too_large(limit: int) -> ApiError:
@@ -255,7 +250,7 @@ def build_voice_router(settings: Settings) -> APIRouter:
             " ".join(f"{k}={v * 1000:.0f}ms" for k, v in result.timings.items()),
         )
         if result.failure is not None:
-            return _json(result.failure.status, _result_body(result))
-        return _json(200, _result_body(result))
+            return json_response(result.failure.status, _result_body(result))
+        return json_response(200, _result_body(result))
 
     return router
