@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from scripted.audio_tools import rms_s16, speech_pcm
-from scripted.openai_server import _ThreadRunner
+from scripted.openai_server import ThreadedServer, _ThreadRunner
 
 DEFAULT_TRANSCRIPT = "Hello, I would like to check the status of my appointment for tomorrow morning."
 
@@ -56,7 +56,7 @@ class SpeakRequest:
 
 
 @dataclass
-class ScriptedDeepgramServer:
+class ScriptedDeepgramServer(ThreadedServer):
     """``start()``/``stop()`` or a context manager; ``listen_url`` for ``deepgram.STT(base_url=...)``."""
 
     transcript: str = DEFAULT_TRANSCRIPT
@@ -83,19 +83,6 @@ class ScriptedDeepgramServer:
     @property
     def listen_url(self) -> str:
         return f"{self._runner.url}/v1/listen"
-
-    def start(self) -> ScriptedDeepgramServer:
-        self._runner.start()
-        return self
-
-    def stop(self) -> None:
-        self._runner.stop()
-
-    def __enter__(self) -> ScriptedDeepgramServer:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
 
     def listen_requests(self) -> list[ListenRequest]:
         with self._lock:

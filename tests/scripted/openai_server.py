@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -170,7 +170,30 @@ class ChatRequest:
         return None
 
 
-class ScriptedOpenAIServer:
+_Server = TypeVar("_Server", bound="ThreadedServer")
+
+
+class ThreadedServer:
+    """``start()`` / ``stop()`` and the context manager, for every scripted server whose aiohttp app runs in
+    a ``_ThreadRunner`` (``self._runner``)."""
+
+    _runner: _ThreadRunner
+
+    def start(self: _Server) -> _Server:
+        self._runner.start()
+        return self
+
+    def stop(self) -> None:
+        self._runner.stop()
+
+    def __enter__(self: _Server) -> _Server:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+class ScriptedOpenAIServer(ThreadedServer):
     """``start()`` / ``stop()`` (or a context manager); ``base_url`` ends with ``/v1``."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, default_reply: Reply | None = None) -> None:
@@ -211,19 +234,6 @@ class ScriptedOpenAIServer:
     @property
     def base_url(self) -> str:
         return f"{self._runner.url}/v1"
-
-    def start(self) -> ScriptedOpenAIServer:
-        self._runner.start()
-        return self
-
-    def stop(self) -> None:
-        self._runner.stop()
-
-    def __enter__(self) -> ScriptedOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
 
     # --- HTTP ------------------------------------------------------------------------------------
     def _make_app(self) -> web.Application:

@@ -20,13 +20,13 @@ from typing import Any
 from aiohttp import web
 
 from scripted.audio_tools import MIME_TYPES, encode, speech_pcm
-from scripted.openai_server import _ThreadRunner
+from scripted.openai_server import ThreadedServer, _ThreadRunner
 
 OPENAI_TTS_RATE = 24000
 
 
 @dataclass
-class ScriptedSpeechServer:
+class ScriptedSpeechServer(ThreadedServer):
     """``start()``/``stop()`` or a context manager; ``base_url`` ends with ``/v1``."""
 
     api_key: str = "tts-test-key"
@@ -42,19 +42,6 @@ class ScriptedSpeechServer:
     @property
     def base_url(self) -> str:
         return f"{self._runner.url}/v1"
-
-    def start(self) -> ScriptedSpeechServer:
-        self._runner.start()
-        return self
-
-    def stop(self) -> None:
-        self._runner.stop()
-
-    def __enter__(self) -> ScriptedSpeechServer:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
 
     def speech_requests(self) -> list[dict[str, Any]]:
         with self._lock:
