@@ -18,7 +18,6 @@ from gocare_voice.audio import (
     TooLongError,
     UnsupportedCodecError,
     decode_audio,
-    decode_upload,
     encode_speech,
 )
 from scripted.recordings import FORMATS
@@ -181,24 +180,6 @@ def test_too_long_enforced_while_decoding(recordings) -> None:
         decode_audio(data, max_seconds=2.0)
     # and the same file within the limit decodes completely
     assert decode_audio(data, max_seconds=LIMIT).duration == pytest.approx(recordings.seconds, abs=0.08)
-
-
-async def test_decode_upload_runs_off_the_event_loop(recordings, monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
-    import threading
-
-    seen: list[str] = []
-    original = av.open
-
-    def spy(*args, **kwargs):  # records which thread PyAV runs on; the decode itself is the real one
-        seen.append(threading.current_thread().name)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(av, "open", spy)
-    decoded = await decode_upload(recordings.bytes("ogg"), max_seconds=LIMIT)
-    assert decoded.duration > 1
-    assert seen and seen[0] != threading.main_thread().name
-    assert asyncio.get_running_loop().is_running()
 
 
 def test_reply_is_encoded_as_playable_mp3(recordings) -> None:

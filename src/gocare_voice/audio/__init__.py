@@ -15,9 +15,7 @@ from .decode import (
     TooLongError,
     UnsupportedCodecError,
     decode_audio,
-    decode_upload,
     encode_speech,
-    encode_speech_async,
 )
 from .workers import AudioWorkers, shared_audio_workers
 
@@ -35,8 +33,6 @@ __all__ = [
     "TooLongError",
     "UnsupportedCodecError",
     "decode_audio",
-    "decode_upload",
     "encode_speech",
-    "encode_speech_async",
     "shared_audio_workers",
 ]

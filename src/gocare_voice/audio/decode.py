@@ -22,7 +22,6 @@ decoder stops as soon as the limit is passed instead of decoding everything and 
 
 from __future__ import annotations
 
-import asyncio
 import io
 import struct
 from dataclasses import dataclass
@@ -184,7 +183,7 @@ def decode_audio(data: bytes, *, max_seconds: float, sample_rate: int = STT_SAMP
     """Decode a whole upload to mono s16 PCM at ``sample_rate``; raise an ``AudioError`` subclass with a
     message for the user when the file is empty, not audio, unsupported, truncated/corrupt or too long.
 
-    Blocking (FFmpeg work): call it through ``decode_upload`` from async code."""
+    Blocking (FFmpeg work): async code calls it through ``AudioWorkers.decode`` (a worker process)."""
     if not data:
         raise EmptyAudioError("The uploaded file is empty (0 bytes). Please record your message again.")
     container = _open(data)
@@ -305,13 +304,6 @@ def _human_seconds(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
 
 
-async def decode_upload(data: bytes, *, max_seconds: float, sample_rate: int = STT_SAMPLE_RATE) -> DecodedAudio:
-    """``decode_audio`` in a thread, for occasional use (scripts, tests). The token service uses
-    ``AudioWorkers`` instead: PyAV holds the GIL between FFmpeg calls, so concurrent decodes in threads queue
-    behind each other and slow the event loop down (see ``audio/workers.py`` for the numbers)."""
-    return await asyncio.to_thread(decode_audio, data, max_seconds=max_seconds, sample_rate=sample_rate)
-
-
 def encode_speech(pcm: bytes, *, sample_rate: int, num_channels: int = 1, bitrate: int = 64000) -> bytes:
     """Interleaved s16 PCM (what a livekit TTS ``collect()`` yields) -> an MP3 file (``SPEECH_FORMAT``)."""
     if num_channels not in (1, 2):
@@ -337,8 +329,3 @@ def encode_speech(pcm: bytes, *, sample_rate: int, num_channels: int = 1, bitrat
         for packet in stream.encode(None):
             container.mux(packet)
     return out.getvalue()
-
-
-async def encode_speech_async(pcm: bytes, *, sample_rate: int, num_channels: int = 1) -> bytes:
-    """``encode_speech`` in a thread; the same caveat as ``decode_upload``."""
-    return await asyncio.to_thread(encode_speech, pcm, sample_rate=sample_rate, num_channels=num_channels)
