@@ -192,7 +192,10 @@ def create_app(settings: Settings) -> FastAPI:
             **configuration_facts(settings),
         })
 
-    _include_optional_routers(app, settings)
+    # imported here, not at module level: it pulls in PyAV and the livekit plugins
+    from gocare_voice.token_service.voice import build_voice_router
+
+    app.include_router(build_voice_router(settings))
     return app
 
 
@@ -210,10 +213,3 @@ def _document_token_routes(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _include_optional_routers(app: FastAPI, settings: Settings) -> None:
-    # imported here, not at module level: it pulls in PyAV and the livekit plugins
-    from gocare_voice.token_service.voice import build_voice_router
-
-    app.include_router(build_voice_router(settings))
