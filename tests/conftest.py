@@ -8,6 +8,9 @@ import pytest
 
 from scripted.openai_server import ScriptedOpenAIServer
 
+# the room harness: the `livekit` marker, the private network namespace, the room-test summary
+pytest_plugins = ["harness.plugin"]
+
 
 @pytest.fixture
 def openai_server() -> Iterator[ScriptedOpenAIServer]:

@@ -123,6 +123,13 @@ class Settings(BaseSettings):
     livekit_connect_retries: int = Field(
         3, ge=0, le=100, validation_alias="GOCARE_LIVEKIT_CONNECT_RETRIES"
     )
+    worker_port: int = Field(8081, ge=0, le=65535, validation_alias="GOCARE_WORKER_PORT")
+    """livekit-agents' HTTP server of the worker (health check on ``/``); 0 picks a free port."""
+    worker_idle_processes: int | None = Field(None, ge=0, le=64, validation_alias="GOCARE_WORKER_IDLE_PROCESSES")
+    """Job processes kept warm; unset = livekit-agents' default (one per CPU in production, 0 in dev)."""
+    worker_load_threshold: float | None = Field(None, gt=0, validation_alias="GOCARE_WORKER_LOAD_THRESHOLD")
+    """CPU load (0-1) from which the worker takes no new jobs; unset = livekit-agents' default (0.7 in
+    production); ``inf`` never refuses a job (what ``worker dev`` does)."""
 
     # --- token service ----------------------------------------------------------------------------
     port: int = Field(8080, ge=1, le=65535, validation_alias="PORT")
@@ -242,7 +249,7 @@ class Settings(BaseSettings):
     @field_validator(
         "llm_api_key", "groq_api_key", "deepgram_api_key", "tts_api_key", "azure_speech_key", "auth_jwt_secret",
         "llm_base_url", "deepgram_base_url", "tts_base_url", "auth_jwks_url", "auth_audience", "auth_issuer",
-        "azure_speech_region", mode="before",
+        "azure_speech_region", "worker_idle_processes", "worker_load_threshold", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:

@@ -13,7 +13,8 @@ from gocare_voice.settings import Settings
 
 def build_server(settings: Settings, *, console_text: bool = False, **server_options: Any) -> Any:
     """Factory, no environment reads: LiveKit URL and credentials come from ``settings``; the number of
-    connection retries is ``GOCARE_LIVEKIT_CONNECT_RETRIES``; extra keyword options go to ``AgentServer``.
+    connection retries is ``GOCARE_LIVEKIT_CONNECT_RETRIES``; the HTTP port, warm job processes and load
+    threshold are ``GOCARE_WORKER_*``; extra keyword options go to ``AgentServer``.
     ``console_text``: ``console --text`` needs no STT/TTS, so the session is built without them when their
     keys are missing."""
     from livekit.agents import AgentServer
@@ -30,7 +31,12 @@ def build_server(settings: Settings, *, console_text: bool = False, **server_opt
         "max_retry": settings.livekit_connect_retries,
         "setup_fnc": prewarm,
         "log_level": settings.log_level,
+        "port": settings.worker_port,
     }
+    if settings.worker_idle_processes is not None:
+        options["num_idle_processes"] = settings.worker_idle_processes
+    if settings.worker_load_threshold is not None:
+        options["load_threshold"] = settings.worker_load_threshold
     options.update(server_options)
     server = AgentServer(**options)
     server.rtc_session(GoCareEntrypoint(settings=settings, console_text=console_text), agent_name=settings.agent_name)

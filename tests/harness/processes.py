@@ -1,0 +1,127 @@
+"""Subprocesses of the room harness (livekit-server, ``gocare worker start``, ``gocare token-server``):
+started with their output in a log file, waited on by what they print or answer, and stopped by their PID.
+
+Each is started in a session of its own (``start_new_session``) so that stopping it also ends what it
+started (the worker's job processes), and nothing else: the signal goes to that process group only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import httpx
+
+
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class ProcessFailed(RuntimeError):
+    pass
+
+
+class ManagedProcess:
+    """One child process and its log file."""
+
+    def __init__(self, name: str, argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            self.argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+        )
+        self.pid = self.process.pid
+        self._log_offset = 0
+
+    # --- what it said ----------------------------------------------------------------------------
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def mark(self) -> int:
+        """A position in the log; ``log_since(mark)`` is what was written after it."""
+        return len(self.log_text())
+
+    def log_since(self, mark: int) -> str:
+        return self.log_text()[mark:]
+
+    def wait_for_log(self, pattern: str, *, timeout: float, since: int = 0) -> re.Match[str]:
+        """Block until ``pattern`` (regex) appears in the log after ``since``; fail with the log's tail when
+        the process exits or the time runs out."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while True:
+            found = regex.search(self.log_text(), since)
+            if found:
+                return found
+            if self.process.poll() is not None:
+                raise ProcessFailed(f"{self.name} exited ({self.process.returncode}) before logging {pattern!r}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise ProcessFailed(f"{self.name} did not log {pattern!r} within {timeout:.0f}s:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def wait_until(self, check: Callable[[], bool], *, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if self.process.poll() is not None:
+                raise ProcessFailed(f"{self.name} exited ({self.process.returncode}) before {what}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise ProcessFailed(f"{self.name}: {what} not reached within {timeout:.0f}s:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def wait_http(self, url: str, *, timeout: float) -> None:
+        def answers() -> bool:
+            try:
+                return httpx.get(url, timeout=1.0).status_code < 500
+            except httpx.HTTPError:
+                return False
+
+        self.wait_until(answers, timeout=timeout, what=f"{url} answering")
+
+    def children(self) -> list[int]:
+        """PIDs of the processes this one started (direct children), e.g. the worker's job processes."""
+        found: list[int] = []
+        for task in Path(f"/proc/{self.pid}/task").glob("*"):
+            try:
+                found += [int(p) for p in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+        return found
+
+    # --- stopping --------------------------------------------------------------------------------
+    def stop(self, *, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; both to this process's own group only."""
+        if self.process.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.process.wait(timeout=10)
+        # job processes may outlive a worker that exited: they are in its group
+        self._signal_group(signal.SIGKILL)
+        self._log.close()
+        return self.process.returncode
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        try:
+            os.killpg(self.pid, sig)  # the group we created for it (start_new_session): its PID is the group id
+        except ProcessLookupError:
+            pass
