@@ -10,6 +10,7 @@ otherwise in pytest's temporary folder.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from harness.livekit_server import LiveKitServer, start_server
@@ -135,8 +137,21 @@ def _livekit_env(livekit: LiveKitServer) -> dict[str, str]:
     return {"LIVEKIT_URL": livekit.url, "LIVEKIT_API_KEY": livekit.api_key, "LIVEKIT_API_SECRET": livekit.api_secret}
 
 
+@dataclass
+class RunningWorker:
+    process: ManagedProcess
+    http_url: str
+    """livekit-agents' own HTTP server of the worker: ``/`` health, ``/worker`` load and active jobs."""
+
+    def info(self) -> dict[str, object]:
+        return httpx.get(self.http_url + "/worker", timeout=5).json()
+
+    def active_jobs(self) -> int:
+        return int(self.info().get("active_jobs", 0))  # type: ignore[call-overload]
+
+
 def start_worker(*, name: str, livekit: LiveKitServer, providers: Providers, users_db: str, logs: Path,
-                 extra: dict[str, str] | None = None) -> ManagedProcess:
+                 extra: dict[str, str] | None = None) -> RunningWorker:
     env = _clean_env({
         **_livekit_env(livekit), **providers.env(),
         "GOCARE_DATABASE_URL": users_db,
@@ -151,19 +166,20 @@ def start_worker(*, name: str, livekit: LiveKitServer, providers: Providers, use
     worker = ManagedProcess(name, [*_gocare(), "worker", "start"], log_path=logs / f"{name}.log", env=env,
                             cwd=logs)
     try:
+        port = worker.wait_for_log(r"HTTP server listening on :(\d+)", timeout=90).group(1)
         worker.wait_for_log(r"registered worker", timeout=90)
     except Exception:
         worker.stop()
         raise
-    return worker
+    return RunningWorker(process=worker, http_url=f"http://127.0.0.1:{port}")
 
 
 @pytest.fixture(scope="session")
-def worker(livekit: LiveKitServer, providers: Providers, users_db: str, room_logs: Path) -> Iterator[ManagedProcess]:
+def worker(livekit: LiveKitServer, providers: Providers, users_db: str, room_logs: Path) -> Iterator[RunningWorker]:
     """``gocare worker start``, registered as multi-assistant, open (no caller authentication)."""
-    process = start_worker(name="worker", livekit=livekit, providers=providers, users_db=users_db, logs=room_logs)
-    yield process
-    process.stop()
+    running = start_worker(name="worker", livekit=livekit, providers=providers, users_db=users_db, logs=room_logs)
+    yield running
+    running.process.stop()
 
 
 @dataclass
@@ -195,6 +211,25 @@ def token_service(livekit: LiveKitServer, providers: Providers, room_logs: Path)
     service = start_token_service(name="token-service", livekit=livekit, logs=room_logs, providers=providers)
     yield service
     service.process.stop()
+
+
+SECRETS = (LLM_KEY, TTS_KEY, DEEPGRAM_KEY, JWT_SECRET)
+FULL_NUMBERS = re.compile(r"98765\s?43210|9876543210|91234\s?56789|9123456789|12345\s?67890|1234567890")
+JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}")
+
+
+@pytest.fixture(autouse=True)
+def logs_keep_secrets(room_logs: Path) -> Iterator[None]:
+    """Every room test also checks what the processes logged meanwhile: no API key, no token, no full phone
+    number (docs/configuration.md promises it; the worker sees real numbers and tokens in a room)."""
+    logs = {path: len(path.read_text(errors="replace")) for path in room_logs.glob("*.log")}
+    yield
+    for path in sorted(room_logs.glob("*.log")):
+        if path.name == "livekit-server.log":
+            continue  # LiveKit's own log is not ours to keep clean
+        text = path.read_text(errors="replace")[logs.get(path, 0):]
+        leaked = [s for s in SECRETS if s in text] + FULL_NUMBERS.findall(text) + JWT_LIKE.findall(text)
+        assert not leaked, f"{path.name} logged secrets or personal data: {leaked[:3]}"
 
 
 @pytest.fixture
