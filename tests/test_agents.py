@@ -176,8 +176,10 @@ async def test_right_number_hands_off_to_greeting_then_main_agent_with_name(
         main_request = openai_server.requests[-1]
         assert "You are GoCare, a friendly" in main_request.system_text
         assert "The user's name is John" in main_request.system_text
-        # the assistant does not get the number check's conversation (nor the number) along
+        # the assistant does not get the number check's conversation (nor the number) along, but it knows
+        # what it said in the welcome (a voice upload landing during the welcome goes along the same way)
         assert "98765" not in str(main_request.messages)
+        assert "Welcome back, John! Good to hear you." in str(main_request.messages)
         assert state.handoffs == ["authentication_agent", "greeting_agent", "main_agent"]
 
 

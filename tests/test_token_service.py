@@ -59,10 +59,15 @@ def test_get_token_legacy_shape_and_claims(client: TestClient) -> None:
     assert raw["exp"] - raw["nbf"] == 900
 
 
-def test_get_token_name_defaults_to_identity(client: TestClient) -> None:
+def test_without_a_name_the_participant_shows_its_identity_but_the_agent_gets_no_name(client: TestClient) -> None:
+    # the agent must not greet "Welcome u-1!"; it waits for setMetadata or greets without a name
     body = client.post("/getToken", json={"room": "r", "identity": "u-1"}).json()
     assert body["participantName"] == "u-1"
-    assert json.loads(verify(body["token"]).metadata)["userName"] == "u-1"
+    claims = verify(body["token"])
+    assert claims.name == "u-1"
+    assert json.loads(claims.metadata) == {"userId": "u-1"}
+    body = client.post("/api/token", json={"room_name": "r", "participant_identity": "u-2"}).json()
+    assert body["participant_name"] == "u-2" and json.loads(verify(body["participant_token"]).metadata) == {"userId": "u-2"}
 
 
 def test_agent_name_and_ttl_come_from_settings() -> None:

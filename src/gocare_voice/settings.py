@@ -124,7 +124,7 @@ class Settings(BaseSettings):
         3, ge=0, le=100, validation_alias="GOCARE_LIVEKIT_CONNECT_RETRIES"
     )
     worker_port: int = Field(8081, ge=0, le=65535, validation_alias="GOCARE_WORKER_PORT")
-    """livekit-agents' HTTP server of the worker (health check on ``/``); 0 picks a free port."""
+    """livekit-agents' HTTP server of the worker (health check on ``/``, load on ``/worker``); 0 picks a free one."""
     worker_idle_processes: int | None = Field(None, ge=0, le=64, validation_alias="GOCARE_WORKER_IDLE_PROCESSES")
     """Job processes kept warm; unset = livekit-agents' default (one per CPU in production, 0 in dev)."""
     worker_load_threshold: float | None = Field(None, gt=0, validation_alias="GOCARE_WORKER_LOAD_THRESHOLD")

@@ -152,10 +152,12 @@ class RunningWorker:
 
 def start_worker(*, name: str, livekit: LiveKitServer, providers: Providers, users_db: str, logs: Path,
                  extra: dict[str, str] | None = None) -> RunningWorker:
+    http_port = free_port()
     env = _clean_env({
         **_livekit_env(livekit), **providers.env(),
         "GOCARE_DATABASE_URL": users_db,
-        "GOCARE_WORKER_PORT": "0",
+        # a port of our choosing: with 0, the IPv4 and IPv6 sockets of its HTTP server get different ports
+        "GOCARE_WORKER_PORT": str(http_port),
         "GOCARE_WORKER_IDLE_PROCESSES": "1",
         # the tests share 2 cores with the server and the clients; the default 0.7 would make the worker
         # refuse jobs whenever the machine is busy, which is not what these tests are about
@@ -166,12 +168,11 @@ def start_worker(*, name: str, livekit: LiveKitServer, providers: Providers, use
     worker = ManagedProcess(name, [*_gocare(), "worker", "start"], log_path=logs / f"{name}.log", env=env,
                             cwd=logs)
     try:
-        port = worker.wait_for_log(r"HTTP server listening on :(\d+)", timeout=90).group(1)
         worker.wait_for_log(r"registered worker", timeout=90)
     except Exception:
         worker.stop()
         raise
-    return RunningWorker(process=worker, http_url=f"http://127.0.0.1:{port}")
+    return RunningWorker(process=worker, http_url=f"http://127.0.0.1:{http_port}")
 
 
 @pytest.fixture(scope="session")

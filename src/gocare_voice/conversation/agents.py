@@ -270,8 +270,11 @@ class GreetingAgent(_GoCareAgent):
             logger.info("welcome done; the app already switched to %s, no handoff to the assistant", state.mode)
             return
         state.mode = "assistant"
+        # the assistant starts from what was said here (the welcome, and a voice upload that arrived while
+        # it played); the number check before it stays behind with the authentication agent
         self.session.update_agent(
-            MainAgent(state=state, settings=self._settings, directory=self._directory, announce=False)
+            MainAgent(state=state, settings=self._settings, directory=self._directory, announce=False,
+                      chat_ctx=carried_context(self))
         )
 
 
@@ -342,6 +345,14 @@ _MODE_AGENTS: dict[str, type[_VerifiedAgent]] = {
 }
 
 
+def carried_context(agent: Agent) -> ChatContext:
+    """What the next agent inherits from ``agent``: the messages only (no tool calls, whose arguments can
+    hold the spoken number; no instructions or handoff markers of the previous agent)."""
+    return agent.chat_ctx.copy(
+        exclude_function_call=True, exclude_instructions=True, exclude_handoff=True, exclude_config_update=True
+    )
+
+
 def build_entry_agent(
     *, state: SessionState, settings: Settings, directory: UserDirectory, greet_on_enter: bool = True
 ) -> AuthenticationAgent:
@@ -398,10 +409,9 @@ def switch_mode(
     current = session.current_agent
     if state.mode == mode and isinstance(current, _MODE_AGENTS[mode]):
         return current
-    carried = current.chat_ctx.copy(
-        exclude_function_call=True, exclude_instructions=True, exclude_handoff=True, exclude_config_update=True
+    agent = build_agent_for_mode(
+        mode, state=state, settings=settings, directory=directory, chat_ctx=carried_context(current)
     )
-    agent = build_agent_for_mode(mode, state=state, settings=settings, directory=directory, chat_ctx=carried)
     previous = state.mode
     state.mode = mode  # type: ignore[assignment]
     logger.info("mode switch: %s -> %s (user_id=%s)", previous, mode, state.user_id)

@@ -49,10 +49,15 @@ log = logging.getLogger("gocare.token_service")
 
 
 
-def _participant_metadata(extra: dict[str, Any], *, user_id: str, user_name: str) -> str:
+def _participant_metadata(extra: dict[str, Any], *, user_id: str, user_name: str | None) -> str:
     """The metadata the worker reads: the service's own ``userId``/``userName`` always win over what the
-    caller sent, so a caller cannot pose as someone else through metadata."""
-    return orjson.dumps({**extra, "userId": user_id, "userName": user_name}).decode()
+    caller sent, so a caller cannot pose as someone else through metadata. No name known -> no
+    ``userName``: the agent then waits briefly for the app's ``setMetadata`` and otherwise greets without a
+    name, instead of greeting the user by their identity ("Welcome user-42!")."""
+    metadata = {**extra, "userId": user_id}
+    if user_name:
+        metadata["userName"] = user_name
+    return orjson.dumps(metadata).decode()
 
 
 def _identity_for(caller: Caller, requested: str | None) -> str:
@@ -65,13 +70,14 @@ def _identity_for(caller: Caller, requested: str | None) -> str:
     return subject
 
 
-def _name_for(caller: Caller, requested: str | None, identity: str) -> str:
-    """The authenticated name claim wins; one that does not fit a participant name (too long, control
-    characters) is cut or dropped rather than refusing the user a token they cannot fix."""
+def _name_for(caller: Caller, requested: str | None) -> str | None:
+    """The user's real name, or None when nobody said it. The authenticated name claim wins; one that does
+    not fit a participant name (too long, control characters) is cut or dropped rather than refusing the
+    user a token they cannot fix."""
     if caller.name:
         claimed = " ".join("".join(ch for ch in caller.name if ch.isprintable()).split())[:MAX_NAME_CHARS]
-        return claimed or identity
-    return requested or identity
+        return claimed or None
+    return requested
 
 
 def _require_object(body: object) -> dict[str, Any]:
@@ -141,13 +147,13 @@ def create_app(settings: Settings) -> FastAPI:
         requested = check_name(body.get("identity"), field="identity", required=caller.subject is None)
         identity = _identity_for(caller, requested)
         room = authorize_room(caller, room)
-        name = _name_for(caller, check_name(body.get("name"), field="name", required=False), identity)
+        name = _name_for(caller, check_name(body.get("name"), field="name", required=False))
         token = minter.mint(TokenRequest(
-            room=room, identity=identity, name=name,
+            room=room, identity=identity, name=name or identity,
             metadata=_participant_metadata({}, user_id=identity, user_name=name),
         ))
         return json_response(200, {"token": token, "serverUrl": server_url, "roomName": room,
-                                    "participantName": name})
+                                    "participantName": name or identity})
 
     async def standard_token(request: Request) -> Response:
         """What the client SDKs' ``TokenSource.endpoint`` call: snake_case body, all fields optional ->
@@ -160,19 +166,17 @@ def create_app(settings: Settings) -> FastAPI:
         )
         requested_room = check_name(body.get("room_name"), field="room_name", required=False)
         room = authorize_room(caller, requested_room) if requested_room else own_room_name(caller)
-        name = _name_for(
-            caller, check_name(body.get("participant_name"), field="participant_name", required=False), identity
-        )
+        name = _name_for(caller, check_name(body.get("participant_name"), field="participant_name", required=False))
         extra = check_metadata_object(body.get("participant_metadata"), field="participant_metadata")
         attributes = check_attributes(body.get("participant_attributes"))
         token = minter.mint(TokenRequest(
-            room=room, identity=identity, name=name,
+            room=room, identity=identity, name=name or identity,
             metadata=_participant_metadata(extra, user_id=identity, user_name=name),
             attributes=attributes, dispatch_metadata=dispatch_metadata,
         ))
         return json_response(
             201,
-            {"server_url": server_url, "participant_token": token, "room_name": room, "participant_name": name},
+            {"server_url": server_url, "participant_token": token, "room_name": room, "participant_name": name or identity},
         )
 
     app.router.routes.extend([
