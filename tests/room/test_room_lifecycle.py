@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -50,6 +51,29 @@ async def test_user_leaves_the_job_ends_and_the_worker_is_idle_again(worker, tok
     # no job process left behind: the group shrinks back to what it was (the pool keeps one warm process)
     worker.process.wait_until(lambda: _group_size(worker.process.pid) <= baseline, timeout=30,
                               what=f"worker process group back to {baseline} processes")
+
+
+KNOWN_STALLS = ("_create_ssl_context", "create_connect_args", "importing anyio")
+"""Blocking work the worker used to do on a job's event loop at the start of every call (found in the room
+tests' logs): the job's HTTP session building its TLS context, the directory's engine, the first LLM
+request's imports. Each stalled the audio loop for 100-250 ms while the greeting played."""
+
+
+async def test_a_call_does_not_block_the_agents_audio_loop_with_start_up_work(worker, token_service, scripted, room_name):
+    mark = worker.process.mark()
+    app = await join_as_john(token_service.url, room_name)
+    try:
+        await app.wait_agent_says(r"^Welcome John", timeout=30)
+        scripted.deepgram.script_live("Hello there")
+        await app.say("hello there")
+        await app.wait_for(lambda: [r for r in scripted.llm.chat_requests() if "Hello there" in r.last_user_text],
+                           timeout=30, what="the first LLM request of the call")
+        await asyncio.sleep(1)
+    finally:
+        await app.leave()
+    stalls = [line for line in worker.process.log_since(mark).splitlines()
+              if "event loop blocked" in line and room_name in line]
+    assert not [s for s in stalls if any(k in s for k in KNOWN_STALLS)], stalls
 
 
 def _probe(livekit, *args: str, agent: str = "multi-assistant") -> subprocess.CompletedProcess[str]:
