@@ -107,9 +107,10 @@ class ManagedProcess:
 
     # --- stopping --------------------------------------------------------------------------------
     def stop(self, *, timeout: float = 15.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout``; both to this process's own group only."""
+        """SIGTERM to the process, as a process manager would (the worker then ends its own job processes);
+        SIGKILL to its group after ``timeout``, and to whatever of the group outlived it."""
         if self.process.poll() is None:
-            self._signal_group(signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,4 +81,5 @@ class ScriptedSpeechServer(ThreadedServer):
             return self._error(400, f"unsupported response_format {fmt!r}")
         pcm = await asyncio.to_thread(speech_pcm, text, rate=OPENAI_TTS_RATE)
         audio = await asyncio.to_thread(encode, pcm, rate=OPENAI_TTS_RATE, fmt=fmt)
-        return web.Response(body=audio, headers={"Content-Type": MIME_TYPES[fmt]})
+        # OpenAI names every response; livekit's TTS warns on each synthesis without it
+        return web.Response(body=audio, headers={"Content-Type": MIME_TYPES[fmt], "x-request-id": f"req_{uuid.uuid4().hex}"})

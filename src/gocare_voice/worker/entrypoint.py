@@ -46,7 +46,9 @@ def prewarm(proc: Any) -> None:
 
     try:
         # the openai SDK imports its chat resources lazily on the first request: a ~150 ms stall of the
-        # session's event loop in the middle of the first turn otherwise
+        # session's event loop in the middle of the first turn otherwise; its HTTP stack imports anyio's
+        # locks on the first request too (~100 ms, seen in the room tests)
+        import anyio._core._synchronization  # noqa: F401
         import openai.resources.chat.completions  # noqa: F401
         # and the first HTTP client of a process loads the CA bundle (~150 ms): the LLM/TTS plugins each
         # build one when the session is created
@@ -55,6 +57,15 @@ def prewarm(proc: Any) -> None:
         httpx2.AsyncClient()
     except ImportError:
         pass
+    try:
+        # the job's shared aiohttp session (Deepgram's streaming STT opens it when the user's audio starts)
+        # builds its TLS context on the event loop: 100-250 ms of stalled audio at the start of every call,
+        # seen in the room tests. livekit-agents caches that context per process, so build it here.
+        from livekit.agents.utils import http_context
+
+        http_context._create_ssl_context()
+    except Exception as error:  # noqa: BLE001 - a private helper of livekit-agents: if it moved, say so
+        logger.debug("TLS context not preloaded: %s: %s", type(error).__name__, error)
 
 
 def _vad_for(ctx: Any) -> Any:
@@ -161,7 +172,8 @@ async def run_job(
     else:
         handlers.update_identity(None, why="console")  # dispatch metadata only
 
-    directory = _directory_for(ctx, settings)
+    # creating the engine parses the URL and loads the driver (~100 ms on the first call of a process)
+    directory = await asyncio.to_thread(_directory_for, ctx, settings)
     from gocare_voice.conversation.providers import import_plugins
 
     import_plugins(settings)  # registered on this thread (a no-op when build_server already did it)
