@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     worker_load_threshold: float | None = Field(None, gt=0, validation_alias="GOCARE_WORKER_LOAD_THRESHOLD")
     """CPU load (0-1) from which the worker takes no new jobs; unset = livekit-agents' default (0.7 in
     production); ``inf`` never refuses a job (what ``worker dev`` does)."""
+    worker_drain_timeout: int | None = Field(None, ge=1, validation_alias="GOCARE_WORKER_DRAIN_TIMEOUT")
+    """Seconds a stopping worker (SIGTERM) waits for its calls to end; unset = livekit-agents' 3600."""
+    worker_redispatch_limit: int = Field(2, ge=0, le=100, validation_alias="GOCARE_WORKER_REDISPATCH_LIMIT")
+    """Re-dispatches per room and hour after a job process died mid-call (worker/recovery.py); 0 = never."""
 
     # --- token service ----------------------------------------------------------------------------
     port: int = Field(8080, ge=1, le=65535, validation_alias="PORT")
@@ -249,7 +253,7 @@ class Settings(BaseSettings):
     @field_validator(
         "llm_api_key", "groq_api_key", "deepgram_api_key", "tts_api_key", "azure_speech_key", "auth_jwt_secret",
         "llm_base_url", "deepgram_base_url", "tts_base_url", "auth_jwks_url", "auth_audience", "auth_issuer",
-        "azure_speech_region", "worker_idle_processes", "worker_load_threshold", mode="before",
+        "azure_speech_region", "worker_idle_processes", "worker_load_threshold", "worker_drain_timeout", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:

@@ -31,6 +31,8 @@ class LiveKitServer:
     process: ManagedProcess | None = None
     """None for a server the tests did not start (``GOCARE_TEST_LIVEKIT_URL``)."""
     version: str = "external"
+    ports: tuple[int, int, int] | None = None
+    """(HTTP/signal, ICE/TCP, ICE/UDP) of a server the tests started: a restart reuses them."""
 
     @property
     def http_url(self) -> str:
@@ -90,8 +92,10 @@ def dev_config(*, port: int, tcp_port: int, udp_port: int, network: PrivateNetwo
     return "\n".join(lines) + "\n"
 
 
-def start_server(binary: str, *, log_dir: Path, network: PrivateNetwork | None, timeout: float = 30.0) -> LiveKitServer:
-    port, tcp_port, udp_port = free_port(), free_port(), free_port(kind=2)  # 2 = SOCK_DGRAM
+def start_server(binary: str, *, log_dir: Path, network: PrivateNetwork | None, timeout: float = 30.0,
+                 ports: tuple[int, int, int] | None = None) -> LiveKitServer:
+    port, tcp_port, udp_port = ports or (free_port(), free_port(), free_port(kind=2))  # 2 = SOCK_DGRAM
+    log_dir.mkdir(parents=True, exist_ok=True)
     config = log_dir / "livekit.yaml"
     config.write_text(dev_config(port=port, tcp_port=tcp_port, udp_port=udp_port, network=network))
     process = ManagedProcess(
@@ -100,7 +104,7 @@ def start_server(binary: str, *, log_dir: Path, network: PrivateNetwork | None, 
     )
     server = LiveKitServer(
         url=f"ws://127.0.0.1:{port}", api_key=DEV_API_KEY, api_secret=DEV_API_SECRET, process=process,
-        version=server_version(binary),
+        version=server_version(binary), ports=(port, tcp_port, udp_port),
     )
     try:
         process.wait_http(server.http_url, timeout=timeout)

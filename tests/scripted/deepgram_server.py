@@ -203,6 +203,7 @@ class ScriptedDeepgramServer(ThreadedServer):
         app.router.add_post("/v1/listen", self._listen)
         app.router.add_get("/v1/listen", self._listen_live)
         app.router.add_post("/v1/speak", self._speak)
+        app.router.add_get("/v1/speak", self._speak_live)
         app.on_shutdown.append(self._close_sockets)
         return app
 
@@ -229,6 +230,51 @@ class ScriptedDeepgramServer(ThreadedServer):
         spoken = record.rms >= self.silence_rms
         transcript = self.transcript if spoken else ""
         return web.json_response(_prerecorded_response(transcript, record.duration or 0.0, query))
+
+    async def _speak_live(self, http: web.Request) -> web.StreamResponse:
+        """Deepgram's streaming TTS websocket, the path livekit's deepgram ``TTS.stream()`` takes (and so a
+        ``FallbackAdapter`` does): ``Speak`` messages collect text, ``Flush`` answers with the audio of what
+        was collected (real espeak-ng speech, linear16 at the requested rate) and then ``Flushed``."""
+        auth = http.headers.get("Authorization", "")
+        query = dict(http.query)
+        if auth != f"Token {self.api_key}":
+            return self._error(401, "Invalid credentials.")
+        if self.speak_fail_status is not None:
+            return self._error(self.speak_fail_status, "scripted failure")
+        if query.get("encoding", "linear16") != "linear16":
+            return self._error(400, "this scripted server speaks linear16 only")
+        rate = int(query.get("sample_rate", "24000"))
+        ws = web.WebSocketResponse()
+        await ws.prepare(http)
+        self._sockets.add(ws)
+        text: list[str] = []
+        flushed = 0
+        try:
+            async for message in ws:
+                if message.type != web.WSMsgType.TEXT:
+                    continue
+                data = json.loads(message.data)
+                if data.get("type") == "Speak":
+                    text.append(str(data.get("text", "")))
+                elif data.get("type") == "Flush":
+                    spoken = " ".join("".join(text).split())
+                    text.clear()
+                    if spoken:
+                        with self._lock:
+                            self.speaks.append(SpeakRequest(query=query, text=spoken, authorization=auth))
+                        if self.speak_delay:
+                            await asyncio.sleep(self.speak_delay)
+                        pcm = await asyncio.to_thread(speech_pcm, spoken, rate=rate)
+                        for start in range(0, len(pcm), 9600):
+                            await ws.send_bytes(pcm[start:start + 9600])
+                    flushed += 1
+                    await ws.send_json({"type": "Flushed", "sequence_id": flushed})
+                elif data.get("type") == "Close":
+                    break
+        finally:
+            self._sockets.discard(ws)
+            await ws.close()
+        return ws
 
     async def _speak(self, http: web.Request) -> web.StreamResponse:
         auth = http.headers.get("Authorization", "")
@@ -320,6 +366,21 @@ class ScriptedDeepgramServer(ThreadedServer):
     def _record_utterance(self, utterance: LiveUtterance) -> None:
         with self._lock:
             self.utterances.append(utterance)
+
+    def drop_live(self, timeout: float = 5.0) -> int:
+        """Close every open live stream from the server side, as a Deepgram outage or a network cut does
+        (code 1011); returns how many were dropped. The plugin is expected to reconnect."""
+        loop = self._runner._loop
+        if loop is None:
+            return 0
+
+        async def drop() -> int:
+            sockets = list(self._sockets)
+            for ws in sockets:
+                await ws.close(code=1011, message=b"scripted outage")
+            return len(sockets)
+
+        return asyncio.run_coroutine_threadsafe(drop(), loop).result(timeout)
 
     async def _close_sockets(self, _app: web.Application) -> None:
         # without this, stopping the server waits for every open stream's client to hang up

@@ -21,6 +21,9 @@ logger = logging.getLogger("gocare.worker")
 METADATA_GRACE_SECONDS = 1.5
 """How long the agent waits for a name (the app's ``setMetadata`` after joining) before greeting without one."""
 
+PROVIDER_APOLOGY = "Sorry, I'm having trouble answering right now. Could you say that again in a moment?"
+"""Said when the language model failed after livekit-agents' retries; the session goes on."""
+
 VAD_KEY = "vad"
 DIRECTORY_KEY = "directory"
 
@@ -202,6 +205,21 @@ async def run_job(
         reason = getattr(getattr(ev, "reason", None), "value", None) or str(getattr(ev, "reason", ""))
         logger.info("session closed (room=%s reason=%s); ending the job", room_name, reason)
         ctx.shutdown(reason=f"agent session closed: {reason}")
+
+    @session.on("error")
+    def _on_error(ev: Any) -> None:
+        # livekit-agents retried already; what is left is the user waiting in silence. Say so (the TTS still
+        # works: a failing TTS has its fallback, build_tts) and keep the session: speaking resets livekit's
+        # count of consecutive failures, so a flaky LLM never hangs up on the user. The user's words stay in
+        # the conversation; they can simply ask again.
+        error = getattr(ev, "error", None)
+        if getattr(error, "recoverable", True):
+            return
+        kind = getattr(error, "type", "error")
+        cause = getattr(error, "error", None)
+        logger.warning("provider failed (room=%s stage=%s): %s", room_name, kind, type(cause).__name__)
+        if kind == "llm_error":
+            session.say(PROVIDER_APOLOGY, add_to_chat_ctx=False)
 
     @session.on("agent_state_changed")
     def _on_agent_state(ev: Any) -> None:

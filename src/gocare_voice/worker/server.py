@@ -37,7 +37,13 @@ def build_server(settings: Settings, *, console_text: bool = False, **server_opt
         options["num_idle_processes"] = settings.worker_idle_processes
     if settings.worker_load_threshold is not None:
         options["load_threshold"] = settings.worker_load_threshold
+    if settings.worker_drain_timeout is not None:
+        options["drain_timeout"] = settings.worker_drain_timeout
     options.update(server_options)
     server = AgentServer(**options)
     server.rtc_session(GoCareEntrypoint(settings=settings, console_text=console_text), agent_name=settings.agent_name)
+    if not console_text:
+        from gocare_voice.worker.recovery import CrashRecovery
+
+        CrashRecovery(settings=settings).attach(server)
     return server
