@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     production); ``inf`` never refuses a job (what ``worker dev`` does)."""
     worker_drain_timeout: int | None = Field(None, ge=1, validation_alias="GOCARE_WORKER_DRAIN_TIMEOUT")
     """Seconds a stopping worker (SIGTERM) waits for its calls to end; unset = livekit-agents' 3600."""
+    reconnect_grace: float = Field(15.0, ge=0, le=600, validation_alias="GOCARE_RECONNECT_GRACE")
+    """Seconds the agent waits for a user who left to come back (a network change reconnects as a new
+    participant) before it ends the call; 0 ends it at once."""
     worker_redispatch_limit: int = Field(2, ge=0, le=100, validation_alias="GOCARE_WORKER_REDISPATCH_LIMIT")
     """Re-dispatches per room and hour after a job process died mid-call (worker/recovery.py); 0 = never."""
 

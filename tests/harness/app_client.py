@@ -164,13 +164,16 @@ class AppClient:
     # --- joining and leaving -------------------------------------------------------------------
     @classmethod
     async def join(cls, service_url: str, *, body: dict[str, Any], endpoint: str = "/api/token",
-                   bearer: str | None = None, microphone: bool = True) -> AppClient:
+                   bearer: str | None = None, microphone: bool = True, subscribe: bool = True) -> AppClient:
         client = cls(await fetch_token(service_url, body=body, endpoint=endpoint, bearer=bearer))
-        await client.connect(microphone=microphone)
+        await client.connect(microphone=microphone, subscribe=subscribe)
         return client
 
-    async def connect(self, *, microphone: bool = True) -> None:
-        await asyncio.wait_for(self.room.connect(self.joined.url, self.joined.token), timeout=20)
+    async def connect(self, *, microphone: bool = True, subscribe: bool = True) -> None:
+        """``subscribe=False``: no media at all (a client that only sends data; many of them in one test
+        process would otherwise spend its CPU decoding the agent's audio)."""
+        options = rtc.RoomOptions(auto_subscribe=subscribe)
+        await asyncio.wait_for(self.room.connect(self.joined.url, self.joined.token, options), timeout=20)
         for participant in self.room.remote_participants.values():
             self._on_participant(participant)
         if microphone:

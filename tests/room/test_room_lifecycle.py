@@ -47,7 +47,7 @@ async def test_user_leaves_the_job_ends_and_the_worker_is_idle_again(worker, tok
         await app.leave()
     worker.process.wait_until(idle, timeout=30, what="the job ended after the user left")
     worker.process.wait_for_log(r"user disconnected \(room=" + room_name, timeout=10, since=mark)
-    worker.process.wait_for_log(r"session closed \(room=" + room_name, timeout=20, since=mark)
+    worker.process.wait_for_log(r"session closed \(room=" + room_name, timeout=40, since=mark)  # after the reconnect grace
     # no job process left behind: the group shrinks back to what it was (the pool keeps one warm process)
     worker.process.wait_until(lambda: _group_size(worker.process.pid) <= baseline, timeout=30,
                               what=f"worker process group back to {baseline} processes")

@@ -229,7 +229,12 @@ async def run_job(
     start_kwargs: dict[str, Any] = {"agent": entry}
     if not console and use_room_io:
         start_kwargs["room"] = room
-        start_kwargs["room_options"] = room_io.RoomOptions(participant_identity=handlers.user_identity)
+        # a user who drops (a network change, the app backgrounded) comes back as a new participant with the
+        # same identity, and the SDKs' full reconnect leaves with CLIENT_INITIATED, which livekit-agents would
+        # take as a hang-up: the agent would leave and the user come back to a dead room. RoomHandlers ends
+        # the call instead when the user has not returned within GOCARE_RECONNECT_GRACE seconds.
+        start_kwargs["room_options"] = room_io.RoomOptions(
+            participant_identity=handlers.user_identity, close_on_disconnect=settings.reconnect_grace <= 0)
     await session.start(**start_kwargs)
     logger.info("session started (room=%s participant=%s)", room_name, handlers.user_identity)
 
@@ -241,5 +246,8 @@ async def run_job(
 
     handlers.greet = _greet
     handlers.refresh = _refresh
+    if settings.reconnect_grace > 0:
+        handlers.reconnect_grace = settings.reconnect_grace
+        handlers.end_call = lambda: session.shutdown(drain=False)
     await handlers.greet_when_ready(grace=0.0 if console else metadata_grace, participant=participant)
     return session

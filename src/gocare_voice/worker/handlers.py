@@ -80,6 +80,11 @@ class RoomHandlers:
         ``sub``: then that identity is the user id, and a ``userId`` in metadata, attributes or the dispatch
         is ignored (the app can rewrite its own metadata, ``canUpdateOwnMetadata``). Names still come from there."""
         self.user_identity: str | None = None
+        self.reconnect_grace: float | None = None
+        """Seconds to wait for the user to come back before ``end_call`` (None: livekit-agents ends the
+        session itself when the user leaves)."""
+        self.end_call: Callable[[], Any] | None = None
+        self._gone: asyncio.Task[None] | None = None
         self._welcomed: set[tuple[str, str | None]] = set()
         self._greeting_scheduled = False
         self._waiting_for_name = False
@@ -241,6 +246,9 @@ class RoomHandlers:
                 "user reconnected (room=%s participant=%s sid=%s)", self.room_name, who, _sid_of(participant),
                 extra=self._extra(who),
             )
+            if self._gone is not None:
+                self._gone.cancel()
+                self._gone = None
             self.scheduler.spawn(self._welcome_again(participant), what="welcome", participant=who)
         except Exception:  # noqa: BLE001
             self.log.exception("participant join not handled (room=%s)", self.room_name)
@@ -261,10 +269,23 @@ class RoomHandlers:
                 "user disconnected (room=%s participant=%s authenticated=%s)",
                 self.room_name, who, bool(getattr(self.state, "authenticated", False)), extra=self._extra(who),
             )
+            if self.reconnect_grace is not None and self.end_call is not None and self._gone is None:
+                self._gone = self.scheduler.spawn(self._end_unless_back(self.reconnect_grace), what="reconnect wait",
+                                                  participant=who)
         except Exception:  # noqa: BLE001
             self.log.exception("disconnect not handled (room=%s)", self.room_name)
 
     # --- the work, on the event loop ---------------------------------------------------------------
+
+    async def _end_unless_back(self, grace: float) -> None:
+        await asyncio.sleep(grace)
+        self._gone = None
+        if any(_identity_of(p) == self.user_identity for p in getattr(self.room, "remote_participants", {}).values()):
+            return
+        self.log.info("user did not come back within %.0fs (room=%s participant=%s); ending the call",
+                      grace, self.room_name, self.user_identity, extra=self._extra())
+        assert self.end_call is not None
+        self.end_call()
 
     async def run_command(self, command: cmd.Command | cmd.CommandError, *, caller: str | None) -> dict[str, Any]:
         if isinstance(command, cmd.CommandError):

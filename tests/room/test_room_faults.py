@@ -1,0 +1,252 @@
+"""Faults in real rooms: a job process killed, the LiveKit server restarted, the worker stopped, the user's
+network changing, a second device, a flood of packets. Each bounded in time, all on the namespace's own
+addresses. The tests that stop the server or the worker get a server and workers of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from livekit import rtc
+
+from calls import GREETING_JOHN, join_as_john, say_number, script_number_check, verified_call
+from conftest import Providers, TokenService, start_token_service, start_worker
+from harness.app_client import AppClient
+from harness.livekit_server import LiveKitServer, start_server
+from harness.plugin import PLAN
+from harness.processes import ManagedProcess
+from scripted.openai_server import Reply, Rule
+
+pytestmark = [pytest.mark.livekit, pytest.mark.timeout(240)]
+
+
+def job_pid(worker: ManagedProcess, room: str) -> int:
+    """The PID of the job process serving ``room`` (from its own log lines)."""
+    found = re.findall(r'"message": "session started \(room=%s [^\n]*?"pid": (\d+)' % re.escape(room), worker.log_text())
+    assert found, f"no job for {room} in the worker log"
+    return int(found[-1])
+
+
+async def test_job_process_killed_mid_call_the_agent_comes_back_and_greets_again(worker, token_service, scripted, room_name):
+    app = await verified_call(token_service.url, room_name, scripted)
+    try:
+        first_agent = app.agent_identity
+        killed_at = time.monotonic()
+        os.kill(job_pid(worker.process, room_name), signal.SIGKILL)
+        # the dead agent is removed at once (LiveKit alone keeps it ~20 s), a new one is dispatched
+        await app.wait_agent_left(timeout=15)
+        assert app.agent_left_at is not None and app.agent_left_at - killed_at < 10
+        app.agent_identity = None
+        await app.wait_agent(timeout=30)
+        assert app.agent_identity != first_agent
+        welcome = await app.wait_packet("welcome", since=killed_at, timeout=30)
+        assert welcome["message"] == GREETING_JOHN
+        await app.wait_agent_says(r"^Welcome John", since=killed_at, timeout=30)
+        worker.process.wait_for_log(r"agent dispatched again into room " + re.escape(room_name), timeout=5)
+        # what the dead process knew is gone: the number is asked for again, and works again
+        assert (await app.rpc("switch_agent", {"agent": "attorney"}))["error"] == "not_authenticated"
+    finally:
+        await app.leave()
+
+
+async def test_a_job_that_keeps_dying_is_not_dispatched_forever_the_user_is_told(worker, token_service, scripted, room_name):
+    app = await join_as_john(token_service.url, room_name)
+    try:
+        killed_at, killed_pid = 0.0, None
+        for _attempt in range(3):  # GOCARE_WORKER_REDISPATCH_LIMIT=2: two returns, then the user is told
+            await app.wait_agent(timeout=30)
+            await app.wait_packet("welcome", since=killed_at, timeout=30)
+            pid = await app.wait_for(lambda: (p := job_pid(worker.process, room_name)) != killed_pid and p,
+                                     timeout=10, what="the new job's process")
+            killed_at, killed_pid = time.monotonic(), pid
+            os.kill(pid, signal.SIGKILL)
+            app.agent_left_at = None
+            await app.wait_agent_left(timeout=15)
+            app.agent_identity = None
+        told = await app.wait_packet("agent_unavailable", timeout=15)
+        assert "call again later" in told["message"]
+        await asyncio.sleep(3)
+        assert app.agent_identity is None
+    finally:
+        await app.leave()
+
+
+async def test_network_change_reconnects_and_the_session_goes_on_as_that_user(worker, token_service, scripted, room_name):
+    app = await verified_call(token_service.url, room_name, scripted)
+    scripted.llm.script(Rule(user="still there", reply=Reply(text="Yes John, I'm still here.")))
+    try:
+        before = time.monotonic()
+        await app.room.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT)
+        # a reconnect is a new participant (new sid): it gets the welcome packet again
+        await app.wait_packet("welcome", since=before, timeout=30)
+        said_at = time.monotonic()
+        scripted.deepgram.script_live("Are you still there?")
+        await app.say("are you still there")
+        await app.wait_agent_says(r"still here", since=said_at, timeout=40)
+        request = next(r for r in scripted.llm.chat_requests() if "still there" in r.last_user_text)
+        assert "You are GoCare, a friendly" in request.system_text  # still verified: the assistant answered
+    finally:
+        await app.leave()
+
+
+async def test_a_second_device_with_the_same_identity_takes_over_the_call(worker, token_service, scripted, room_name):
+    phone = await verified_call(token_service.url, room_name, scripted)
+    scripted.llm.script(Rule(user="tablet", reply=Reply(text="Hello again John, now on your tablet.")))
+    tablet = None
+    try:
+        disconnected = asyncio.Event()
+        phone.room.on("disconnected", lambda *_: disconnected.set())
+        tablet = await join_as_john(token_service.url, room_name)
+        await asyncio.wait_for(disconnected.wait(), 15)  # LiveKit replaced the first device
+        await tablet.wait_agent(timeout=10)
+        said_at = time.monotonic()
+        scripted.deepgram.script_live("I'm on my tablet now.")
+        await tablet.say("I am on my tablet now")
+        await tablet.wait_agent_says(r"now on your tablet", since=said_at, timeout=40)
+        assert (await tablet.rpc("start_conversation"))["agent"] == "assistant"  # still verified
+    finally:
+        await phone.leave()
+        if tablet is not None:
+            await tablet.leave()
+
+
+async def test_twenty_clients_flooding_one_room_leave_the_other_rooms_call_alone(
+    worker, token_service, scripted, room_name
+):
+    scripted.llm.script(Rule(user="how long", reply=Reply(text="About ten minutes.")))
+    quiet = await join_as_john(token_service.url, room_name + "-quiet")
+    target = await join_as_john(token_service.url, room_name)
+    flooders: list[AppClient] = []
+    try:
+        await quiet.wait_agent_says(r"^Welcome John", timeout=30)
+        await target.wait_packet("welcome", timeout=30)
+
+        async def turn_latency() -> float:
+            scripted.deepgram.script_live("How long is the wait?")
+            await quiet.say("how long is the wait")
+            ended = time.monotonic()
+            return await quiet.wait_agent_speech(since=ended, seconds=0.3, timeout=30) - ended
+
+        baseline = await turn_latency()
+        flooders += await asyncio.gather(*(
+            AppClient.join(token_service.url, microphone=False, subscribe=False, body={
+                "room_name": room_name, "participant_identity": f"flood-{i}", "room_config": {}})
+            for i in range(20)))
+        agent = target.agent_identity
+        assert agent is not None
+        stop_at = time.monotonic() + 10
+        sent = {"packets": 0, "rpc": 0}
+
+        async def flood(client: AppClient) -> None:
+            while time.monotonic() < stop_at:
+                await client.send({"type": "command", "command": "switch_agent", "agent": "attorney"})
+                sent["packets"] += 1
+                try:
+                    answer = await client.room.local_participant.perform_rpc(
+                        destination_identity=agent, method="start_conversation", payload="{}", response_timeout=5)
+                    assert json.loads(answer)["error"] == "forbidden"
+                    sent["rpc"] += 1
+                except rtc.RpcError:
+                    pass
+
+        flood_task = asyncio.gather(*(flood(c) for c in flooders))
+        await asyncio.sleep(2)
+        during = await turn_latency()
+        await flood_task
+        # the other room's answer time is unaffected (a generous bound: a busy 2-core machine)
+        assert during < max(2 * baseline, baseline + 1.5), (baseline, during)
+        assert sent["packets"] >= 100 and sent["rpc"] >= 100, sent  # a flood, each RPC answered "forbidden"
+        # and the flooded room's own user is still served
+        assert (await target.rpc("start_conversation"))["ok"] is True
+        assert f"session closed (room={room_name}" not in worker.process.log_text()
+    finally:
+        for client in [quiet, target, *flooders]:
+            await client.leave()
+
+
+# --- the server restarted, the worker stopped: a server and workers of this module's own --------------
+
+
+@pytest.fixture(scope="module")
+def own_server(request: pytest.FixtureRequest, room_logs: Path) -> Iterator[LiveKitServer]:
+    plan = request.config.stash[PLAN]
+    if plan.external_url:
+        pytest.skip("restarts a server of its own; GOCARE_TEST_LIVEKIT_URL points at someone else's")
+    server = start_server(plan.binary, log_dir=room_logs / "faults", network=plan.network)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def own_token_service(own_server: LiveKitServer, providers: Providers, room_logs: Path) -> Iterator[TokenService]:
+    service = start_token_service(name="token-service", livekit=own_server, logs=room_logs / "faults",
+                                  providers=providers, extra={"GOCARE_AGENT_NAME": "multi-assistant-faults"})
+    yield service
+    service.process.stop()
+
+
+def own_worker(own_server: LiveKitServer, providers: Providers, users_db: str, room_logs: Path, name: str, **extra: str):
+    return start_worker(name=name, livekit=own_server, providers=providers, users_db=users_db, logs=room_logs / "faults",
+                        extra={"GOCARE_AGENT_NAME": "multi-assistant-faults", **extra})
+
+
+async def test_livekit_server_restarted_the_worker_reregisters_and_the_next_call_works(
+    request, own_server, own_token_service, providers, users_db, room_logs, scripted, room_name
+):
+    plan = request.config.stash[PLAN]
+    running = own_worker(own_server, providers, users_db, room_logs, "worker-restart",
+                         GOCARE_LIVEKIT_CONNECT_RETRIES="20")
+    try:
+        app = await join_as_john(own_token_service.url, room_name)
+        await app.wait_packet("welcome", timeout=30)
+        mark = running.process.mark()
+        own_server.stop()
+        await asyncio.sleep(2)
+        restarted = start_server(plan.binary, log_dir=room_logs / "faults", network=plan.network, ports=own_server.ports)
+        own_server.process = restarted.process
+        await app.leave()
+        running.process.wait_for_log(r"registered worker", timeout=90, since=mark)
+        assert running.process.process.poll() is None  # the same worker process, not a restart
+        again = await join_as_john(own_token_service.url, room_name + "-after")
+        try:
+            assert (await again.wait_packet("welcome", timeout=30))["message"] == GREETING_JOHN
+        finally:
+            await again.leave()
+    finally:
+        running.process.stop()
+
+
+async def test_worker_stopped_with_sigterm_finishes_its_calls_takes_no_new_ones_and_exits_0(
+    own_server, own_token_service, providers, users_db, room_logs, scripted, room_name
+):
+    running = own_worker(own_server, providers, users_db, room_logs, "worker-drain", GOCARE_WORKER_DRAIN_TIMEOUT="60")
+    try:
+        script_number_check(scripted, "98765 43210")
+        app = await join_as_john(own_token_service.url, room_name)
+        await app.wait_agent_says(r"^Welcome John", timeout=30)
+        running.process.process.send_signal(signal.SIGTERM)
+        running.process.wait_for_log(r"draining worker", timeout=10)
+        # a new call is not taken by a draining worker
+        late = await join_as_john(own_token_service.url, room_name + "-late")
+        await asyncio.sleep(6)
+        assert late.agent_identity is None
+        await late.leave()
+        # the call in progress goes on: the number check still works
+        said_at = await say_number(app, scripted, spoken="nine eight seven six five four three two one zero",
+                                   written="98765 43210")
+        await app.wait_agent_says(r"you're verified", since=said_at, timeout=40)
+        assert running.process.process.poll() is None
+        left_at = time.monotonic()
+        await app.leave()
+        code = await asyncio.to_thread(running.process.process.wait, 45)
+        assert code == 0
+        assert time.monotonic() - left_at < 45
+    finally:
+        running.process.stop()
