@@ -182,6 +182,15 @@ def test_build_server_registers_our_agent_name_and_retries() -> None:
     assert clone.settings.agent_name == "gocare-test"
 
 
+@pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+def test_every_log_level_the_settings_accept_starts_the_server(level: str) -> None:
+    # livekit-agents spells WARNING "WARN" and refused LOG_LEVEL=WARNING with a traceback at start
+    from gocare_voice.worker.server import build_server
+
+    server = build_server(Settings(log_level=level))
+    assert server._log_level in ("DEBUG", "INFO", "WARN", "ERROR", "CRITICAL")
+
+
 def test_prewarm_loads_the_vad_once_into_userdata() -> None:
     from livekit.plugins import silero
 

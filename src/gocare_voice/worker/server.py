@@ -30,7 +30,8 @@ def build_server(settings: Settings, *, console_text: bool = False, **server_opt
         "api_secret": settings.livekit_api_secret.get_secret_value(),
         "max_retry": settings.livekit_connect_retries,
         "setup_fnc": prewarm,
-        "log_level": settings.log_level,
+        # livekit-agents spells it WARN and refuses WARNING, the spelling of Python's logging (and ours)
+        "log_level": "WARN" if settings.log_level == "WARNING" else settings.log_level,
         "port": settings.worker_port,
     }
     if settings.worker_idle_processes is not None:

@@ -1,0 +1,267 @@
+"""Calls in real rooms: response latency, cold start, sessions per machine; ours against a bare agent.
+
+N simulated app users, each a ``livekit`` rtc client in a room of its own, get a token from ``gocare
+token-server`` over HTTP and make a scripted call: wait for the greeting, say the registered number
+(espeak-ng audio), wait for the answer, ask one question, wait for the answer, hang up. The same calls go to
+``gocare worker start`` and to bench/bare_agent.py (a plain livekit ``Agent`` with the same providers and
+turn handling), alternating at each N, in one run. Everything runs inside a private network namespace (as
+the room tests do; needs root), against a real ``livekit-server --dev`` and the scripted providers on
+loopback with a fixed latency (``--llm-latency``, ``--tts-latency``).
+
+Measured at the client: response latency per turn (end of the user's audio -> first agent audio frame above
+silence), cold start (``connect()`` -> first agent audio), token requests; at the worker: CPU and memory of
+the whole process tree (PSS and USS from /proc/<pid>/smaps_rollup), sampled while all N calls are live.
+
+    sudo .venv/bin/python bench/bench_rooms.py --sessions 1,5,10,25,40
+
+Prints a markdown table and writes bench/results/rooms-<time>.json. Stops early at an N where calls fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "room"))
+
+SPOKEN_NUMBER = "nine eight seven six five four three two one zero"
+WRITTEN_NUMBER = "98765 43210"
+QUESTION = "when is my next appointment"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+@dataclass
+class CallResult:
+    ok: bool
+    cold_start: float | None = None
+    turns: list[float] = field(default_factory=list)
+    token_seconds: float | None = None
+    error: str | None = None
+
+
+def tree_memory(pgid: int) -> tuple[float, float, int]:
+    """(PSS MiB, USS MiB, processes) of every live process in the process group ``pgid``."""
+    pss = uss = 0
+    count = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid or fields[0] == "Z":
+                continue
+            with open(f"/proc/{entry}/smaps_rollup") as rollup:
+                values = {line.split(":")[0]: int(line.split()[1]) for line in rollup if line.endswith("kB\n")}
+        except (OSError, ValueError, IndexError):
+            continue
+        pss += values.get("Pss", 0)
+        uss += values.get("Private_Clean", 0) + values.get("Private_Dirty", 0)
+        count += 1
+    return pss / 1024, uss / 1024, count
+
+
+def tree_cpu_seconds(pgid: int) -> float:
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid:
+                    ticks += int(fields[11]) + int(fields[12])
+            except (OSError, ValueError, IndexError):
+                continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def one_call(service_url: str, room: str, *, hold: asyncio.Event, arrived: asyncio.Semaphore) -> CallResult:
+    """One scripted call; ``arrived`` is released when its turns are done (or it failed); it then stays in the
+    room until ``hold`` is set, so the worker's memory is sampled with every call live."""
+    from harness.app_client import AppClient, fetch_token
+
+    result = CallResult(ok=False)
+    app = None
+    try:
+        started = time.monotonic()
+        joined = await fetch_token(service_url, body={"room_name": room, "participant_identity": "user-42",
+                                                      "participant_name": "John Doe", "room_config": {}})
+        result.token_seconds = time.monotonic() - started
+        app = AppClient(joined)
+        connect_at = time.monotonic()
+        await app.connect()
+        first = await app.wait_agent_speech(since=connect_at, seconds=0.05, timeout=60)
+        result.cold_start = first - connect_at
+        await app.wait_agent_says(r"^Welcome John", timeout=60)
+        await asyncio.sleep(1.0)  # the greeting's audio plays out
+        for spoken in (SPOKEN_NUMBER, QUESTION):
+            await app.say(spoken)
+            ended = time.monotonic()
+            answered = await app.wait_agent_speech(since=ended, seconds=0.05, timeout=60)
+            result.turns.append(answered - ended)
+            await app.wait_for(lambda e=ended: [t for t in app.agent_transcripts(since=e)], timeout=60,
+                               what="the answer's transcript")
+            await asyncio.sleep(2.5)  # the answer plays out before the user speaks again
+        result.ok = True
+    except Exception as error:  # noqa: BLE001 - a failed call is a result, not a crash of the benchmark
+        result.error = f"{type(error).__name__}: {str(error)[:160]}"
+    try:
+        arrived.release()
+        await hold.wait()
+    finally:
+        if app is not None:
+            await app.leave()
+    return result
+
+
+async def run_level(n: int, *, label: str, service_url: str, worker_pgid: int, prefix: str) -> dict[str, object]:
+    hold = asyncio.Event()
+    arrived = asyncio.Semaphore(0)
+    cpu_before, wall_before = tree_cpu_seconds(worker_pgid), time.monotonic()
+    idle_pss, idle_uss, _ = tree_memory(worker_pgid)
+    tasks = [asyncio.create_task(one_call(service_url, f"{prefix}-{label}-{n}-{i}", hold=hold, arrived=arrived))
+             for i in range(n)]
+    for _ in range(n):
+        await arrived.acquire()
+    await asyncio.sleep(1.0)
+    peak_pss, peak_uss, procs = tree_memory(worker_pgid)  # every call still in its room
+    hold.set()
+    results = await asyncio.gather(*tasks)
+    cpu = tree_cpu_seconds(worker_pgid) - cpu_before
+    wall = time.monotonic() - wall_before
+    turns = [t for r in results for t in r.turns]
+    cold = [r.cold_start for r in results if r.cold_start is not None]
+    tokens = [r.token_seconds for r in results if r.token_seconds is not None]
+    failures = [r.error for r in results if not r.ok]
+    return {
+        "worker": label, "sessions": n, "failed": len(failures), "errors": failures[:3],
+        "turn_p50": pct(turns, 0.5), "turn_p95": pct(turns, 0.95), "turn_max": max(turns) if turns else None,
+        "cold_p50": pct(cold, 0.5), "cold_max": max(cold) if cold else None,
+        "token_p50_ms": pct(tokens, 0.5) * 1000, "token_max_ms": (max(tokens) * 1000) if tokens else None,
+        "pss_mib": peak_pss, "uss_mib": peak_uss, "idle_pss_mib": idle_pss, "idle_uss_mib": idle_uss,
+        "processes": procs, "cpu_cores": cpu / wall if wall else None,
+        "pss_per_session_mib": (peak_pss - idle_pss) / n, "uss_per_session_mib": (peak_uss - idle_uss) / n,
+    }
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", default="1,5,10,25,40")
+    parser.add_argument("--llm-latency", type=float, default=0.3, help="seconds before the scripted LLM answers")
+    parser.add_argument("--tts-latency", type=float, default=0.1, help="seconds before the scripted TTS answers")
+    parser.add_argument("--idle-processes", default="4")
+    parser.add_argument("--only", choices=("ours", "bare"), default=None)
+    args = parser.parse_args()
+    levels = [int(n) for n in args.sessions.split(",")]
+
+    from harness.livekit_server import locate_server, start_server
+    from harness.netns import enter_private_network
+
+    network = enter_private_network() if os.environ.get("GOCARE_TEST_HOST_NETWORK") != "1" else None
+    binary, reason = locate_server()
+    if binary is None:
+        print(reason, file=sys.stderr)
+        return 2
+    import subprocess
+
+    from conftest import USERS, Providers, _clean_env, start_token_service, start_worker
+    from harness.processes import ManagedProcess, free_port
+    from scripted.deepgram_server import ScriptedDeepgramServer
+    from scripted.openai_server import Reply, ScriptedOpenAIServer
+    from scripted.speech_server import ScriptedSpeechServer
+    from scripted.openai_server import Rule, ToolCall
+
+    logs = Path(tempfile.mkdtemp(prefix="bench-rooms-"))
+    server = start_server(binary, log_dir=logs, network=network)
+    llm = ScriptedOpenAIServer(default_reply=Reply(text="Your next appointment is on Monday at nine.",
+                                                   delay=args.llm_latency)).start()
+    llm.script(
+        Rule(user=WRITTEN_NUMBER, system="security check", reply=Reply(
+            tool_calls=[ToolCall("verify_mobile_number", {"mobile_number": WRITTEN_NUMBER})], delay=args.llm_latency)),
+        Rule(system="has just been verified", reply=Reply(text="Thank you, John, you're verified. How can I help?",
+                                                          delay=args.llm_latency)),
+    )
+    speech = ScriptedSpeechServer(api_key="tts-room-tests", delay=args.tts_latency).start()
+    deepgram = ScriptedDeepgramServer(api_key="dg-room-tests").start()
+    deepgram.script_live(*([WRITTEN_NUMBER] * 10_000))  # every utterance reads as the number: order-free
+    providers = Providers(llm=llm, speech=speech, deepgram=deepgram)
+    db = f"sqlite:///{logs / 'users.db'}"
+    user_id, name, _spoken, written = USERS["john"]
+    subprocess.run([sys.executable, "-m", "gocare_voice", "users", "add", user_id, name, written, "--database-url", db],
+                   check=True, capture_output=True, env=_clean_env({}))
+    extra = {"GOCARE_WORKER_IDLE_PROCESSES": args.idle_processes, "LOG_LEVEL": "INFO"}
+    ours = start_worker(name="worker", livekit=server, providers=providers, users_db=db, logs=logs, extra=extra)
+    ours_service = start_token_service(name="token-service", livekit=server, logs=logs, providers=providers,
+                                       extra={"GOCARE_RATE_LIMIT": "off"})
+    bare_env = _clean_env({"LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
+                           "LIVEKIT_API_SECRET": server.api_secret, **providers.env(), **extra,
+                           "GOCARE_WORKER_LOAD_THRESHOLD": "inf", "BARE_AGENT_PORT": str(free_port())})
+    bare = ManagedProcess("bare-agent", [sys.executable, str(ROOT / "bench" / "bare_agent.py"), "start"],
+                          log_path=logs / "bare-agent.log", env=bare_env, cwd=logs)
+    bare.wait_for_log(r"registered worker", timeout=120)
+    bare_service = start_token_service(name="token-service-bare", livekit=server, logs=logs, providers=providers,
+                                       extra={"GOCARE_AGENT_NAME": "bare-assistant", "GOCARE_RATE_LIMIT": "off"})
+    await asyncio.sleep(5)  # warm processes ready
+    rows: list[dict[str, object]] = []
+    try:
+        for n in levels:
+            order = [("ours", ours_service.url, ours.process.pid), ("bare", bare_service.url, bare.pid)]
+            if args.only:
+                order = [o for o in order if o[0] == args.only]
+            failed = False
+            for label, url, pgid in order:
+                row = await run_level(n, label=label, service_url=url, worker_pgid=pgid, prefix=f"b{int(time.time())}")
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                failed = failed or bool(row["failed"])
+                await asyncio.sleep(8)  # the rooms close, the pool refills
+            if failed:
+                print(f"calls failed at N={n}; stopping", flush=True)
+                break
+    finally:
+        for process in (bare_service.process, ours_service.process, bare, ours.process):
+            process.stop()
+        server.stop()
+        for s in (llm, speech, deepgram):
+            s.stop()
+    print_report(rows, args)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"rooms-{int(time.time())}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    return 0
+
+
+def print_report(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
+    print(f"\n`python bench/bench_rooms.py --sessions {args.sessions} --llm-latency {args.llm_latency} "
+          f"--tts-latency {args.tts_latency} --idle-processes {args.idle_processes}` on {platform.node()}, "
+          f"{os.cpu_count()} CPUs, Python {platform.python_version()}\n")
+    print("| worker | N | failed | turn p50 s | p95 s | max s | cold start p50 s | token p50 ms | CPU cores | PSS MiB | PSS/session | USS/session |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['worker']} | {r['sessions']} | {r['failed']} | {r['turn_p50']:.2f} | {r['turn_p95']:.2f} | "
+              f"{r['turn_max'] or float('nan'):.2f} | {r['cold_p50']:.2f} | {r['token_p50_ms']:.1f} | "
+              f"{r['cpu_cores'] or 0:.2f} | {r['pss_mib']:.0f} | {r['pss_per_session_mib']:.0f} | {r['uss_per_session_mib']:.0f} |")
+    by = {(r["worker"], r["sessions"]): r for r in rows}
+    for (label, n), r in by.items():
+        bare = by.get(("bare", n))
+        if label == "ours" and bare:
+            print(f"N={n}: ours/bare p50 {r['turn_p50'] / bare['turn_p50']:.2f}x, p95 {r['turn_p95'] / bare['turn_p95']:.2f}x")
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
