@@ -174,3 +174,84 @@ def test_token_server_port_in_use_is_one_line() -> None:
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+# --- what a new user trips over ---------------------------------------------------------------------------
+
+def test_missing_env_file_is_one_line_exit_2() -> None:
+    proc = run("--env-file", "typo.env", "check")
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --env-file typo.env: no such file"
+
+
+def test_token_ttl_error_names_the_option() -> None:
+    proc = run("token", "--room", "r", "--identity", "i", "--ttl", "5")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --ttl: ")
+    assert "GOCARE_TOKEN_TTL" not in proc.stderr
+
+
+def test_flags_have_no_bool_placeholder() -> None:
+    for args in (["--help"], ["users", "import", "--help"], ["token", "--help"], ["check", "--help"]):
+        out = run(*args).stdout
+        assert "<bool>" not in out and "--help" in out, args
+
+
+def test_check_keeps_variable_names_whole_at_80_columns() -> None:
+    proc = run("check", env={"COLUMNS": "80"})
+    lines = proc.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    for name in ("GOCARE_AUTH_JWT_SECRET", "GOCARE_AUTH_JWKS_URL", "AZURE_SPEECH_REGION", "GOCARE_TTS_API_KEY",
+                 "GOCARE_DATABASE_URL", "LIVEKIT_API_SECRET"):
+        assert name in proc.stdout, name
+    assert "…" not in proc.stdout
+
+
+def test_check_prints_where_a_relative_sqlite_path_lives(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "gocare_voice", "--env-file", os.devnull, "check"],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "300"})
+    assert str(tmp_path / "gocare-users.db") in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["start", "dev", "console", "connect"])
+def test_worker_help_needs_no_settings(command: str) -> None:
+    proc = run("worker", command, "--help", env={"GOCARE_TOKEN_TTL": "broken"})
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout and "error" not in proc.stderr
+
+
+def test_audio_console_without_a_sound_device_says_why() -> None:
+    from gocare_voice.cli_worker import audio_device_problem
+
+    if audio_device_problem() is None:
+        pytest.skip("this machine has a sound device")
+    proc = run("worker", "console", env={"LLM_API_KEY": "k", "DEEPGRAM_API_KEY": "d"})
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--text" in errors[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_token_server_ctrl_c_is_one_clean_line(workers: int) -> None:
+    """Ctrl+C reaches the whole process group (the server, uvicorn's workers, the audio processes)."""
+    import signal
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gocare_voice", "--env-file", os.devnull, "token-server",
+                             "--port", str(port), "--workers", str(workers)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        time.sleep(1.0)  # the audio worker processes are up
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err and "leaked" not in err, err
+    assert err.rstrip().splitlines()[-1] == "gocare token service stopped"

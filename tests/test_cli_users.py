@@ -120,3 +120,55 @@ def test_real_command_line(tmp_path: Path) -> None:
     dup = subprocess.run([*cmd, "add", "u2", "Jane", JOHN], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert dup.returncode == 1
     assert dup.stderr.strip() == "error: number +91******3210 is already registered (user 'u1')"
+
+
+# --- what a new user trips over ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["list"], ["remove", "u1"], ["add", "u1", "Bob", "9876543210"]])
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    bad = tmp_path / "notdb.db"
+    bad.write_text("this is not a database\n" * 100)
+    result = runner.invoke(app, ["users", *command, "--database-url", f"sqlite:///{bad}"])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [f"error: {lines[0][7:]}"] and "file is not a database" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_reading_commands_never_create_a_database(tmp_path: Path) -> None:
+    missing_dir = tmp_path / "nonexistent" / "dir"
+    result = runner.invoke(app, ["users", "list", "--database-url", f"sqlite:///{missing_dir / 'x.db'}"])
+    assert result.exit_code == 1 and str(missing_dir) in result.output and "does not exist" in result.output
+    assert not (tmp_path / "nonexistent").exists()
+    fresh = tmp_path / "fresh.db"
+    result = runner.invoke(app, ["users", "list", "--database-url", f"sqlite:///{fresh}"])
+    assert result.exit_code == 0 and result.output.startswith("no registered users") and not fresh.exists()
+    result = runner.invoke(app, ["users", "remove", "u1", "--database-url", f"sqlite:///{fresh}"])
+    assert result.exit_code == 1 and not fresh.exists()
+
+
+def test_import_update_delimiter_hint_and_empty_names(tmp_path: Path, db_url: str) -> None:
+    first = tmp_path / "a.csv"
+    first.write_text("user_id,name,phone\nu1,Ann,9876543210\nu2,Bo,9876543211\n")
+    assert gocare("import", str(first)).exit_code == 0
+    second = tmp_path / "b.csv"
+    second.write_text("user_id,name,phone\nu1,Ann Lee,9876543219\nu3,Cy,9876543212\n")
+    refused = gocare("import", str(second))
+    assert refused.exit_code == 1 and "--update" in refused.output
+    updated = gocare("import", "--update", str(second))
+    assert updated.exit_code == 0 and "imported 1 user(s), updated 1" in updated.output
+    with UserDirectory(url=db_url) as directory:
+        ann = directory.get("u1")
+        assert ann is not None and (ann.name, ann.phone) == ("Ann Lee", "+919876543219")
+        assert directory.count() == 3
+    clash = tmp_path / "c.csv"  # u3 may not take u2's number, even with --update
+    clash.write_text("user_id,name,phone\nu3,Cy,9876543211\n")
+    assert gocare("import", "--update", str(clash)).exit_code == 1
+    semi = tmp_path / "semi.csv"
+    semi.write_text("user_id;name;phone\nu9;A;9876543213\n")
+    hinted = gocare("import", str(semi))
+    assert hinted.exit_code == 1 and "seems to use ';'" in hinted.output
+    nameless = tmp_path / "nameless.csv"
+    nameless.write_text("user_id,name,phone\nu9,,9876543213\n")
+    empty = gocare("import", str(nameless))
+    assert empty.exit_code == 1 and "line 2: name is empty" in empty.output

@@ -167,3 +167,31 @@ async def test_built_llm_really_talks_to_an_openai_compatible_server(openai_serv
     assert text == "pong from the scripted model"
     [request] = openai_server.chat_requests()
     assert request.model == "scripted-1"
+
+
+# --- no audio leaves for a service nobody configured ---------------------------------------------------------
+
+@pytest.mark.parametrize(("mode", "gateway"), [("vad", False), ("adaptive", True)])
+async def test_interruption_detection_is_chosen_explicitly(mode: str, gateway: bool, monkeypatch, openai_server) -> None:
+    """livekit-agents 1.8 builds its adaptive interruption detector (a client of LiveKit Cloud's inference
+    gateway, which receives the caller's audio) in dev and console modes unless told otherwise. Our sessions
+    build one only with GOCARE_INTERRUPTION_DETECTION=adaptive, in dev mode with Cloud-looking credentials."""
+    from livekit.agents import Agent, inference
+
+    from gocare_voice.conversation.providers import build_vad
+    from gocare_voice.conversation.state import SessionState
+    from gocare_voice.worker.entrypoint import build_session
+
+    monkeypatch.setenv("LIVEKIT_DEV_MODE", "1")  # what `gocare worker dev` / `console` set
+    monkeypatch.setenv("LIVEKIT_API_KEY", "APIcloud")  # the gateway client would find credentials
+    monkeypatch.setenv("LIVEKIT_API_SECRET", "cloud-secret")
+    settings = Settings(llm_api_key="sk-test", llm_base_url=openai_server.base_url, deepgram_api_key="dg",
+                        deepgram_base_url="http://127.0.0.1:9", tts_api_key="tts", tts_base_url=openai_server.base_url,
+                        interruption_detection=mode)
+    session = build_session(settings, vad=build_vad(), state=SessionState(room_name=None))
+    await session.start(Agent(instructions="test"))
+    try:
+        detector = session._activity._interruption_detector  # what AgentActivity resolved for this session
+        assert isinstance(detector, inference.AdaptiveInterruptionDetector) is gateway
+    finally:
+        await session.aclose()

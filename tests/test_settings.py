@@ -172,3 +172,70 @@ def test_configuration_doc_lists_every_setting() -> None:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
     missing = [name for name in _documented_names() if f"`{name}`" not in doc]
     assert not missing
+
+
+# --- phones and emulators: private-network addresses with the development credentials -----------------
+
+@pytest.mark.parametrize("url", [
+    "ws://10.0.2.2:7880", "ws://192.168.1.20:7880", "ws://172.20.0.5:7880", "ws://169.254.10.1:7880",
+    "ws://[fe80::1]:7880", "ws://my-laptop.local:7880",
+])
+def test_dev_credentials_accepted_for_private_network_addresses_with_one_warning(url: str) -> None:
+    s = load_settings(env_file=None, livekit_url=url)
+    warnings = s.start_warnings()
+    assert len(warnings) == 1 and "development credentials" in warnings[0] and url in warnings[0]
+    assert load_settings(env_file=None).start_warnings() == []  # localhost: nothing to say
+
+
+@pytest.mark.parametrize("url", ["ws://8.8.8.8:7880", "wss://example.livekit.cloud", "ws://192.0.2.1:7880",
+                                 "ws://100.64.0.1:7880"])
+def test_dev_credentials_still_refused_for_public_addresses(url: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None, livekit_url=url)
+    assert len(info.value.problems) == 1 and "public LIVEKIT_URL" in info.value.problems[0]
+
+
+def test_dev_credentials_refused_in_production_even_on_the_lan() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None, env="production", livekit_url="ws://192.168.1.20:7880",
+                      auth_mode="jwt", auth_jwt_secret="z" * 32, auth_audience="a")
+    assert any("GOCARE_ENV=production" in p for p in info.value.problems)
+
+
+def test_client_url_defaults_to_livekit_url_and_is_checked_too() -> None:
+    assert load_settings(env_file=None).client_livekit_url == "ws://localhost:7880"
+    s = load_settings(env_file=None, livekit_client_url="ws://10.0.2.2:7880")
+    assert s.livekit_url == "ws://localhost:7880" and s.client_livekit_url == "ws://10.0.2.2:7880"
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None, livekit_client_url="wss://public.example.com")
+    assert "GOCARE_LIVEKIT_CLIENT_URL" in info.value.problems[0]
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None, livekit_client_url="not a url")
+    assert info.value.problems[0].startswith("GOCARE_LIVEKIT_CLIENT_URL:")
+
+
+def test_interruption_detection_defaults_to_local_vad() -> None:
+    assert load_settings(env_file=None).interruption_detection.value == "vad"
+    assert load_settings(env_file=None, interruption_detection="adaptive").interruption_detection.value == "adaptive"
+    with pytest.raises(SettingsError) as info:
+        load_settings(env_file=None, interruption_detection="cloud")
+    assert info.value.problems[0].startswith("GOCARE_INTERRUPTION_DETECTION:")
+
+
+def test_connect_retries_mean_retries_after_the_first_attempt() -> None:
+    """GOCARE_LIVEKIT_CONNECT_RETRIES=N: N+1 attempts, as docs/configuration.md and .env.example say."""
+    import asyncio
+    import socket
+    from pathlib import Path
+
+    from gocare_voice.worker.preflight import check_livekit
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = load_settings(env_file=None, livekit_url=f"ws://127.0.0.1:{port}", livekit_connect_retries=2)
+    result = asyncio.run(check_livekit(settings, retry_delay=0.01))
+    assert not result.ok and result.attempts == 3 and "after 3 attempts" in str(result.problem)
+    root = Path(__file__).resolve().parent.parent
+    assert "four attempts in all" in (root / "docs" / "configuration.md").read_text()
+    assert "four\n# attempts in all" in (root / ".env.example").read_text()

@@ -445,3 +445,32 @@ def test_real_uvicorn_on_loopback() -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+# --- the URL handed to apps -----------------------------------------------------------------------------
+
+def test_both_token_responses_and_health_carry_the_client_url() -> None:
+    """An emulator reaches the developer's machine as 10.0.2.2: the app must be told that address, while
+    the service itself keeps using LIVEKIT_URL."""
+    settings = load_settings(env_file=None, livekit_client_url="ws://10.0.2.2:7880", rate_limit="off")
+    with TestClient(create_app(settings)) as c:
+        legacy = c.post("/getToken", json={"room": "r", "identity": "u"}).json()
+        standard = c.post("/api/token", json={"room_name": "r", "room_config": {}}).json()
+        health = c.get("/health").json()
+    assert legacy["serverUrl"] == standard["server_url"] == health["livekit_url"] == "ws://10.0.2.2:7880"
+    assert settings.livekit_url == "ws://localhost:7880"
+
+
+def test_get_token_ignores_unknown_fields(client: TestClient) -> None:
+    r = client.post("/getToken", json={"room": "r", "identity": "u", "name": "N", "platform": "android", "x": [1]})
+    assert r.status_code == 200 and r.json()["participantName"] == "N"
+
+
+def test_jwt_leeway_is_the_setting() -> None:
+    """GOCARE_AUTH_LEEWAY: an app token expired 20 s ago passes with the default 30 s, not with 5 s."""
+    expired = jwt.encode({"sub": "u-1", "exp": int(time.time()) - 20}, APP_SECRET, algorithm="HS256")
+    for leeway, status in ((30, 200), (5, 401)):
+        settings = make_settings(auth_mode="jwt", auth_jwt_secret=APP_SECRET, auth_leeway=leeway)
+        with TestClient(create_app(settings)) as c:
+            r = c.post("/getToken", json={"room": "u-1-care"}, headers={"Authorization": f"Bearer {expired}"})
+        assert r.status_code == status, (leeway, r.text)

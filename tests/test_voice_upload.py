@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import socket
 import threading
 import time
@@ -131,6 +132,32 @@ def test_caller_name_reaches_the_instructions(settings_for, recordings, openai_s
     assert response.status_code == 200, response.text
     (chat,) = openai_server.chat_requests()
     assert "The user's name is John." in chat.system_text
+    # what is true of an upload: the app signed the sender in; no number check happened
+    assert "authenticated by the app" in chat.system_text and "is verified" not in chat.system_text
+
+
+def test_open_mode_instructions_claim_nothing_about_the_sender(client, recordings, openai_server) -> None:
+    assert _upload(client, recordings.bytes("mp3"), name="a.mp3").status_code == 200
+    (chat,) = openai_server.chat_requests()
+    assert "Nothing is known about who sent this message" in chat.system_text
+    assert "verified" not in chat.system_text and "authenticated by the app" not in chat.system_text
+
+
+def test_a_speech_server_without_request_ids_logs_no_warning(client, recordings, speech_server, caplog) -> None:
+    speech_server.request_ids = False
+    with caplog.at_level("DEBUG"):
+        assert _upload(client, recordings.bytes("mp3"), name="a.mp3").status_code == 200
+    assert speech_server.speech_requests()
+    assert not [r for r in caplog.records if "no request_id provided" in r.getMessage()]
+
+
+@pytest.mark.parametrize(("size", "text"), [
+    (26214400, "25 MB"), (20480, "20 KB"), (20000, "19.5 KB"), (1536 * 1024, "1.5 MB"), (1000, "1000 bytes"),
+])
+def test_sizes_in_human_units(size: int, text: str) -> None:
+    from gocare_voice.token_service.voice import human_size
+
+    assert human_size(size) == text
 
 
 def test_deepgram_tts_provider(settings_for, recordings, deepgram_server, speech_server) -> None:
@@ -204,7 +231,9 @@ def test_too_long(settings_for, recordings, deepgram_server) -> None:
 def test_too_big(settings_for, recordings, deepgram_server) -> None:
     data = recordings.bytes("wav")
     with TestClient(create_app(settings_for(upload_max_bytes=len(data) - 1000))) as client:
-        _assert_refused(_upload(client, data, name="a.wav"), 413, "too_large", deepgram_server, detail="MB")
+        response = _upload(client, data, name="a.wav")
+        _assert_refused(response, 413, "too_large", deepgram_server, detail="KB")
+        assert re.search(r"limit of \d+(\.\d)? KB\.", response.json()["detail"]), response.json()["detail"]
         # a small file passes under the same limit
         assert _upload(client, recordings.bytes("mp3"), name="a.mp3").status_code == 200
 
@@ -331,11 +360,15 @@ def test_reply_encode_failure_keeps_transcript_and_reply(settings_for, recording
     assert "reply audio could not be produced" in body["detail"]
 
 
-def test_llm_not_configured(settings_for, recordings, deepgram_server) -> None:
-    with TestClient(create_app(settings_for(llm_api_key=None))) as client:
-        body = _failed(_upload(client, recordings.bytes("mp3"), name="a.mp3"), 503, "llm", "llm_not_configured")
+def test_llm_not_configured(settings_for, recordings, deepgram_server, caplog) -> None:
+    """The detail is a sentence for the app's user (no server setting names); the operator's log names them."""
+    with caplog.at_level("ERROR", logger="gocare.voice_upload"):
+        with TestClient(create_app(settings_for(llm_api_key=None))) as client:
+            body = _failed(_upload(client, recordings.bytes("mp3"), name="a.mp3"), 503, "llm", "llm_not_configured")
     assert body["transcript"] == deepgram_server.transcript
-    assert "LLM_API_KEY" in body["detail"]
+    assert "LLM_API_KEY" not in body["detail"] and "_" not in body["detail"]
+    assert body["detail"] == "Voice messages are not available right now: the language model is not set up on the server."
+    assert any("LLM_API_KEY" in r.getMessage() for r in caplog.records)
 
 
 def test_azure_tts_without_its_plugin_is_reported_not_crashed(settings_for, recordings, deepgram_server) -> None:

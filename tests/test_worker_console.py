@@ -63,20 +63,46 @@ class Terminal:
 
 
 def test_console_text_talks_to_the_agents(tmp_path: Path, openai_server: ScriptedOpenAIServer) -> None:
+    """The greeting is shown; DEEPGRAM_API_KEY set (pointing nowhere) builds no STT in text mode; Ctrl+C
+    ends the console without the never-awaited warning."""
     openai_server.script(Rule(user="hello", reply=Reply(text="Hello from the scripted model")))
     gocare = Path(sys.executable).with_name("gocare")
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "TERM": "xterm", "COLUMNS": "120",
            "LLM_API_KEY": "sk-test", "LLM_BASE_URL": openai_server.base_url,
+           # a Deepgram that would refuse every connection: text mode must never open one
+           "DEEPGRAM_API_KEY": "dg-test", "GOCARE_DEEPGRAM_BASE_URL": "http://127.0.0.1:9",
            "GOCARE_DATABASE_URL": f"sqlite:///{tmp_path / 'users.db'}"}
     term = Terminal([str(gocare), "--env-file", os.devnull, "worker", "console", "--text"], env)
     try:
         # generous limits: a loaded CI machine starts livekit-agents' job process slowly
         assert term.wait_for("Type to talk", 120), "console prompt never shown:\n" + term.text[-3000:]
-        assert term.wait_for("greeting used: without name", 60), "no greeting:\n" + term.text[-3000:]
+        assert term.wait_for("Welcome. Please say your registered mobile number.", 60), (
+            "the greeting is not shown:\n" + term.text[-3000:]
+        )
         term.type("hello")
         assert term.wait_for("Hello from the scripted model", 60), "no reply:\n" + term.text[-3000:]
     finally:
-        term.stop()
+        code = term.stop()
     [request] = openai_server.chat_requests()
     assert "mobile number" in request.system_text  # the AuthenticationAgent answered
+    assert "Traceback" not in term.text
+    # no STT was built, so none tried to connect and failed (plugin registration lines name it harmlessly)
+    assert not [line for line in term.text.lower().splitlines()
+                if "deepgram" in line and ("error" in line or "warn" in line or "connect" in line)]
+    assert "never awaited" not in term.text
+    assert code in (0, 130), term.text[-2000:]
+
+
+def test_console_metadata_option_greets_by_name(tmp_path: Path, openai_server: ScriptedOpenAIServer) -> None:
+    gocare = Path(sys.executable).with_name("gocare")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "TERM": "xterm", "COLUMNS": "120",
+           "LLM_API_KEY": "sk-test", "LLM_BASE_URL": openai_server.base_url,
+           "GOCARE_DATABASE_URL": f"sqlite:///{tmp_path / 'users.db'}"}
+    metadata = '{"userId": "user-123", "userName": "Dr. Alice Brown"}'
+    term = Terminal([str(gocare), "--env-file", os.devnull, "worker", "console", "--text", "--metadata", metadata],
+                    env)
+    try:
+        assert term.wait_for("Welcome Alice! Please say your registered mobile number.", 120), term.text[-3000:]
+    finally:
+        term.stop()
     assert "Traceback" not in term.text

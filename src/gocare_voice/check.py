@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gocare_voice.conversation.providers import (
-    azure_plugin_available,
+    azure_configured,
     missing_llm_settings,
     missing_stt_settings,
     missing_tts_settings,
@@ -31,8 +31,7 @@ def configuration_facts(settings: Settings) -> dict[str, bool]:
         "llm_configured": not missing_llm_settings(settings),
         "deepgram_configured": not missing_stt_settings(settings),
         "groq_configured": settings.groq_configured,
-        "azure_tts_configured": settings.azure_speech_key is not None and bool(settings.azure_speech_region)
-        and azure_plugin_available(),
+        "azure_tts_configured": azure_configured(settings),
         "tts_configured": not missing_tts_settings(settings),
     }
 
@@ -54,8 +53,31 @@ def configuration_rows(settings: Settings) -> list[ConfigRow]:
                   "DEEPGRAM_API_KEY"),
         ConfigRow(f"Text-to-speech ({settings.tts_provider.value})", facts["tts_configured"], True,
                   "worker, voice upload", tts_hint),
-        ConfigRow("Azure speech", facts["azure_tts_configured"], False, "voice upload (optional)",
-                  "AZURE_SPEECH_KEY, AZURE_SPEECH_REGION, pip install livekit-plugins-azure"),
+        ConfigRow("Azure text-to-speech", facts["azure_tts_configured"], False, "worker, voice upload (optional)",
+                  "AZURE_SPEECH_KEY, AZURE_SPEECH_REGION, pip install 'gocare-voice[azure]'"),
         ConfigRow("Caller authentication", settings.auth_mode is AuthMode.jwt, False, "token-server",
                   "GOCARE_AUTH_MODE=jwt with GOCARE_AUTH_JWT_SECRET or GOCARE_AUTH_JWKS_URL"),
+        ConfigRow("User directory", True, False, "worker, gocare users",
+                  f"GOCARE_DATABASE_URL ({database_location(settings.database_url)})"),
     ]
+
+
+def database_location(url: str) -> str:
+    """Where the directory lives, as a user can find it: a relative SQLite path resolved against the
+    working directory (that is what SQLite does, so the worker and ``gocare users`` must agree on it);
+    other URLs without their password."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "not a database URL"
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            return "in memory"
+        return str(Path(database).expanduser().resolve())
+    return parsed.render_as_string(hide_password=True)

@@ -23,6 +23,24 @@ if TYPE_CHECKING:
 console = Console()
 err_console = Console(stderr=True)
 
+
+def _hide_flag_placeholder() -> None:
+    """Typer 0.2x prints a type next to every option, ``--version <bool>`` included, which reads as if the
+    flag took a value. A flag takes none: show no placeholder for it (the ``--help`` option too)."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        if self.is_flag and self.metavar is None:
+            return None
+        return shown(self, ctx)  # type: ignore[arg-type]
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_placeholder()
+
 app = typer.Typer(
     name="gocare",
     help="GoCare voice backend: LiveKit token service, agent worker and tools.",
@@ -34,6 +52,7 @@ app = typer.Typer(
 
 class _State:
     env_file: Optional[Path] = Path(".env")
+    """``.env`` when it exists; a file named with ``--env-file`` must exist."""
 
 
 _state = _State()
@@ -73,9 +92,15 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
-    env_file: Path = typer.Option(Path(".env"), "--env-file", help="Read settings from this file if it exists."),
+    env_file: Optional[Path] = typer.Option(
+        None, "--env-file", help="Read settings from this file (default: .env in this folder, if there is one)."
+    ),
 ) -> None:
-    _state.env_file = env_file
+    if env_file is not None and (not env_file.exists() or env_file.is_dir()):
+        # a typo here would otherwise run with no settings at all, silently
+        print_error(f"--env-file {env_file}: no such file")
+        raise typer.Exit(2)
+    _state.env_file = env_file if env_file is not None else Path(".env")
 
 
 @app.command("token-server")
@@ -108,15 +133,24 @@ def token_server(
         f"gocare token service on http://{host}:{listen_port}  (LiveKit {settings.livekit_url}, "
         f"agent '{settings.agent_name}', auth {settings.auth_mode.value})", highlight=False,
     )
-    if workers > 1 or reload:
-        uvicorn.run("gocare_voice.token_service.asgi:app_from_env", factory=True, host=host, port=listen_port,
-                    workers=workers, reload=reload, log_level=settings.log_level.lower(),
-                    access_log=access_log, log_config=None)
-    else:
-        from gocare_voice.token_service.app import create_app
+    try:
+        if workers > 1 or reload:
+            uvicorn.run("gocare_voice.token_service.asgi:app_from_env", factory=True, host=host, port=listen_port,
+                        workers=workers, reload=reload, log_level=settings.log_level.lower(),
+                        access_log=access_log, log_config=None)
+        else:
+            from gocare_voice.token_service.app import create_app
 
-        uvicorn.run(create_app(settings), host=host, port=listen_port, log_level=settings.log_level.lower(),
-                    access_log=access_log, log_config=None)
+            uvicorn.run(create_app(settings), host=host, port=listen_port, log_level=settings.log_level.lower(),
+                        access_log=access_log, log_config=None)
+    except KeyboardInterrupt:
+        # uvicorn shuts down gracefully on Ctrl+C, then re-raises the signal: that is the expected way out
+        pass
+    finally:
+        from gocare_voice.audio import shared_audio_workers
+
+        shared_audio_workers().close()
+    err_console.print("gocare token service stopped", highlight=False)
 
 
 def _port_problem(host: str, port: int) -> str | None:
@@ -147,7 +181,15 @@ def token(
     as_json: bool = typer.Option(False, "--json", help="Print {token, serverUrl, roomName, participantName}."),
 ) -> None:
     """Mint a participant token from the shell, with the same grants and agent dispatch as the service."""
-    overrides = {"token_ttl": ttl} if ttl else {}
+    from gocare_voice.settings import parse_token_ttl
+
+    overrides: dict[str, object] = {}
+    if ttl is not None:
+        try:
+            overrides["token_ttl"] = parse_token_ttl(ttl)
+        except ValueError as error:
+            print_error(f"--ttl: {error}")  # the option the user typed, not the variable it overrides
+            raise typer.Exit(2) from None
     settings = load_cli_settings(**overrides)
     from gocare_voice.token_service.errors import ApiError
     from gocare_voice.token_service.minting import TokenMinter, TokenRequest
@@ -166,7 +208,7 @@ def token(
         TokenRequest(room=room_ok, identity=identity_ok, name=name_ok, metadata=metadata)
     )
     if as_json:
-        sys.stdout.write(json.dumps({"token": minted, "serverUrl": settings.livekit_url, "roomName": room_ok,
+        sys.stdout.write(json.dumps({"token": minted, "serverUrl": settings.client_livekit_url, "roomName": room_ok,
                                      "participantName": name_ok}) + "\n")
     else:
         sys.stdout.write(minted + "\n")
@@ -243,10 +285,15 @@ def check(
     settings = load_cli_settings()
     rows = configuration_rows(settings)
     table = Table(title="gocare configuration", title_justify="left")
-    table.add_column("what")
-    table.add_column("status")
-    table.add_column("needed by")
-    table.add_column("how to set")
+    # variable names are what a user copies from this table: never cut one ("GOCARE_AUTH_JWT_S…"); the
+    # hint column is at least as wide as its longest word and the other columns wrap instead
+    import re
+
+    names = [name for row in rows for name in re.findall(r"[A-Z][A-Z0-9_]{3,}(?:=[a-z]+)?", row.hint)]
+    table.add_column("what", max_width=16)
+    table.add_column("status", no_wrap=True)
+    table.add_column("needed by", max_width=16)
+    table.add_column("how to set", min_width=max(map(len, names), default=10), overflow="fold")
     missing = False
     for row in rows:
         if row.ok:

@@ -42,21 +42,35 @@ def _settings(database_url: Optional[str]) -> Settings:
 
 
 @contextmanager
-def _directory(database_url: Optional[str]) -> Iterator[UserDirectory]:
+def _directory(
+    database_url: Optional[str], *, reading: bool = False, missing_ok: bool = False
+) -> Iterator[UserDirectory]:
     """The directory for one command: a refused operation (invalid or duplicate number, unknown user, broken
-    database) is one error line and exit code 1; the connection is closed whatever happens."""
-    from gocare_voice.conversation.directory import DirectoryError, UserDirectory
+    database, a file that is not a database) is one error line and exit code 1; the connection is closed
+    whatever happens. ``reading`` commands never create a database; with ``missing_ok`` its absence is
+    raised (``DatabaseMissing``) for the command to answer."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gocare_voice.conversation.directory import DatabaseMissing, DirectoryError, UserDirectory
 
     settings = _settings(database_url)
     try:
-        directory = UserDirectory.from_settings(settings)
+        directory = UserDirectory.from_settings(settings, create_schema=not reading)
     except DirectoryError as error:
+        if missing_ok and isinstance(error, DatabaseMissing):
+            raise
         _err(str(error))
         raise typer.Exit(1) from None
     try:
         yield directory
     except DirectoryError as error:
         _err(str(error))
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as error:
+        # e.g. "file is not a database", "no such table": the driver's own words, without SQLAlchemy's
+        # statement dump and link (which can carry parameters)
+        reason = getattr(error, "orig", None) or type(error).__name__
+        _err(f"cannot use the user directory at {directory.url_for_display}: {reason}")
         raise typer.Exit(1) from None
     finally:
         directory.close()
@@ -81,9 +95,13 @@ def import_csv(
     skip_errors: bool = typer.Option(
         False, "--skip-errors", help="Import the good rows and report the bad ones (exit code 1 if any was skipped; default: all or nothing)."
     ),
+    update: bool = typer.Option(
+        False, "--update", help="Upsert: a user id already registered gets the row's name and number."
+    ),
     database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
 ) -> None:
-    """Import users from a CSV file (all or nothing unless --skip-errors)."""
+    """Import users from a comma-separated file with a header row user_id,name,phone; every row needs all
+    three (all or nothing unless --skip-errors)."""
     import sys
 
     from gocare_voice.conversation.directory import CsvImportError
@@ -91,7 +109,7 @@ def import_csv(
     with _directory(database_url) as directory:
         try:
             source = sys.stdin if str(csv_file) == "-" else csv_file
-            result = directory.import_csv(source, skip_errors=skip_errors)
+            result = directory.import_csv(source, skip_errors=skip_errors, update=update)
         except CsvImportError as error:
             for problem in error.problems:
                 _err(str(problem))
@@ -99,7 +117,11 @@ def import_csv(
             raise typer.Exit(1) from None
     for problem in result.skipped:
         typer.echo(f"skipped {problem}", err=True)
-    typer.echo(f"imported {result.added} user(s)" + (f", skipped {len(result.skipped)} row(s)" if result.skipped else ""))
+    typer.echo(
+        f"imported {result.added} user(s)"
+        + (f", updated {result.updated}" if update else "")
+        + (f", skipped {len(result.skipped)} row(s)" if result.skipped else "")
+    )
     if result.skipped:
         raise typer.Exit(1)
 
@@ -111,9 +133,15 @@ def list_users(
     database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
 ) -> None:
     """List registered users, numbers masked unless --show-numbers."""
-    with _directory(database_url) as directory:
-        records = directory.list(limit=limit)
-        total = directory.count()
+    from gocare_voice.conversation.directory import DatabaseMissing
+
+    try:
+        with _directory(database_url, reading=True, missing_ok=True) as directory:
+            records = directory.list(limit=limit)
+            total = directory.count()
+    except DatabaseMissing as missing:
+        typer.echo(f"no registered users: {missing}")
+        return
     if not records:
         typer.echo("no registered users")
         return
@@ -140,6 +168,6 @@ def remove(
     database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
 ) -> None:
     """Remove one user."""
-    with _directory(database_url) as directory:
+    with _directory(database_url, reading=True) as directory:
         record = directory.remove(user_id)
     typer.echo(f"removed {record.user_id} ({record.masked_phone})")

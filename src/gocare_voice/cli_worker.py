@@ -65,6 +65,15 @@ def _settings(args: list[str] | None = None) -> Settings:
     return load_cli_settings(**livekit_overrides(args or []))
 
 
+def _show_help(command: str, args: list[str]) -> None:
+    """``gocare worker <command> --help``: livekit-agents' help for it, which needs an AgentServer but no
+    configuration. The defaults, unvalidated and without reading the environment, build one: help must
+    work before the provider keys are set, and with a broken .env."""
+    from gocare_voice.settings import Settings
+
+    _run_livekit_cli(Settings.model_construct(), command, args)
+
+
 def _require_providers(settings: Settings, *, text_only: bool) -> None:
     from gocare_voice.conversation.providers import missing_llm_settings, missing_provider_settings
 
@@ -90,17 +99,23 @@ def _preflight(settings: Settings) -> None:
         _fail(str(result.problem))
 
 
-def _run_livekit_cli(settings: Settings, command: str, args: list[str], *, console_text: bool = False) -> None:
+def _run_livekit_cli(
+    settings: Settings, command: str, args: list[str], *, console_text: bool = False,
+    console_metadata: str | None = None,
+) -> None:
     """Hand over to livekit-agents' CLI with ``sys.argv`` rewritten (that is what ``run_app`` parses)."""
     import warnings
 
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"livekit\..*")
     warnings.filterwarnings("ignore", message=r".*HMAC key.*")
+    # livekit-agents' console asks its worker loop to close a second time on Ctrl+C, after the loop has
+    # stopped: that request's coroutine is never awaited. The first one did the work; the warning is noise.
+    warnings.filterwarnings("ignore", message=r"coroutine 'AgentServer.aclose' was never awaited")
     from livekit.agents import cli
 
     from gocare_voice.worker.server import build_server
 
-    server = build_server(settings, console_text=console_text)
+    server = build_server(settings, console_text=console_text, console_metadata=console_metadata)
     saved = sys.argv
     sys.argv = ["gocare worker", command, *args]
     code: Any = 0
@@ -121,10 +136,12 @@ def _run_livekit_cli(settings: Settings, command: str, args: list[str], *, conso
 
 def _run_server_command(ctx: typer.Context, command: str) -> None:
     """start / dev / connect: providers present, LiveKit reachable with these credentials, then livekit-agents."""
+    if _asks_for_help(ctx.args):
+        _show_help(command, list(ctx.args))
+        return
     settings = _settings(ctx.args)
     _require_providers(settings, text_only=False)
-    if not _asks_for_help(ctx.args):
-        _preflight(settings)
+    _preflight(settings)
     _run_livekit_cli(settings, command, list(ctx.args))
 
 
@@ -143,11 +160,65 @@ def dev(ctx: typer.Context) -> None:
 @worker_app.command("console", context_settings=_PASS_THROUGH, add_help_option=False)
 def console(ctx: typer.Context) -> None:
     """Talk to the agents in this terminal, no LiveKit server needed (--text: typed, no audio device;
-    needs only the LLM settings)."""
+    needs only the LLM settings; --metadata JSON: the participant metadata to pretend, e.g.
+    '{"userId": "user-123", "userName": "John Doe"}')."""
+    args = list(ctx.args)
+    if _asks_for_help(args):
+        _show_help("console", args)
+        return
+    args, metadata = _take_metadata(args)
     settings = _settings()
-    text_only = "--text" in ctx.args
+    text_only = "--text" in args
     _require_providers(settings, text_only=text_only)
-    _run_livekit_cli(settings, "console", list(ctx.args), console_text=text_only)
+    if not text_only:
+        problem = audio_device_problem()
+        if problem:
+            _fail(f"{problem}; `gocare worker console --text` needs no audio device", code=1)
+    _run_livekit_cli(settings, "console", args, console_text=text_only, console_metadata=metadata)
+
+
+def _take_metadata(args: list[str]) -> tuple[list[str], str | None]:
+    """``--metadata JSON`` (ours, not livekit-agents'): taken out of the arguments and checked the way the
+    worker reads it, so a typo is one line now, not a nameless greeting later."""
+    rest: list[str] = []
+    metadata: str | None = None
+    i = 0
+    while i < len(args):
+        name, eq, value = args[i].partition("=")
+        if name == "--metadata":
+            if not eq:
+                if i + 1 >= len(args):
+                    _fail("--metadata needs a JSON value, e.g. '{\"userId\": \"user-123\", \"userName\": \"John\"}'", 2)
+                value = args[i + 1]
+                i += 1
+            metadata = value
+        else:
+            rest.append(args[i])
+        i += 1
+    if metadata is not None:
+        from gocare_voice.conversation.identity import read_metadata
+
+        reading = read_metadata(metadata, source="--metadata")
+        if reading.problem:
+            _fail(f"--metadata: {reading.problem}", 2)
+    return rest, metadata
+
+
+def audio_device_problem() -> str | None:
+    """Why the audio console cannot run here, or None. livekit-agents' console otherwise exits after a few
+    seconds with no word about the missing PortAudio library or sound device."""
+    try:
+        import sounddevice
+    except OSError:
+        return "the audio console needs PortAudio (Debian: apt install libportaudio2), which is not installed"
+    except ImportError:
+        return "the audio console needs the sounddevice package, which is not installed"
+    try:
+        sounddevice.query_devices(kind="input")
+        sounddevice.query_devices(kind="output")
+    except Exception as error:  # noqa: BLE001 - PortAudioError or ValueError: no such device
+        return f"no sound device for the audio console ({error})"
+    return None
 
 
 @worker_app.command("connect", context_settings=_PASS_THROUGH, add_help_option=False)

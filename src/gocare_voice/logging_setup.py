@@ -7,6 +7,7 @@ import sys
 
 
 def setup_logging(level: int = logging.INFO) -> None:
+    quiet_livekit_noise()
     root = logging.getLogger()
     if getattr(root, "_gocare_configured", False):
         root.setLevel(level)
@@ -25,3 +26,20 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root._gocare_configured = True  # type: ignore[attr-defined]
+
+
+class _LivekitNoise(logging.Filter):
+    """livekit-agents warns "no request_id provided for TTS" on every synthesis by a speech server that sends
+    no ``x-request-id`` header (most OpenAI-compatible servers but OpenAI's own): one warning per voice
+    upload and per spoken reply, about nothing anyone can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("no request_id provided for TTS")
+
+
+def quiet_livekit_noise() -> None:
+    """Install the filter on livekit-agents' logger once (a logger filter sees its records before any
+    handler, whoever configured the handlers)."""
+    lk_logger = logging.getLogger("livekit.agents")
+    if not any(isinstance(f, _LivekitNoise) for f in lk_logger.filters):
+        lk_logger.addFilter(_LivekitNoise())

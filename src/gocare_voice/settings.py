@@ -38,6 +38,11 @@ class AuthMode(str, Enum):
     jwt = "jwt"
 
 
+class InterruptionDetection(str, Enum):
+    vad = "vad"
+    adaptive = "adaptive"
+
+
 class TTSProvider(str, Enum):
     openai = "openai"
     deepgram = "deepgram"
@@ -66,6 +71,14 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+def parse_token_ttl(value: Any) -> float:
+    """Seconds of a token's lifetime: a duration from 60 seconds to 24 hours."""
+    seconds = parse_duration(value)
+    if seconds < 60 or seconds > 24 * 3600:
+        raise ValueError(f"{value!r} is outside 60 seconds .. 24 hours (e.g. 900, 15m, 1h)")
+    return seconds
+
+
 def parse_rate_limit(value: str) -> tuple[int, float] | None:
     """``"30/minute"`` -> (30, 60.0); ``"off"``/``""``/``"0"`` -> None (no limit)."""
     text = (value or "").strip().lower()
@@ -77,14 +90,39 @@ def parse_rate_limit(value: str) -> tuple[int, float] | None:
     return int(match.group(1)), float(_PERIOD_SECONDS[match.group(2).lower()])
 
 
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").strip("[]").lower()
+
+
 def is_loopback_url(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").strip("[]").lower()
+    host = _host(url)
     if host in ("localhost",) or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# Where a phone or an emulator finds a developer's machine: the LAN (RFC 1918, IPv6 unique local), the
+# Android emulator's alias of the host (10.0.2.2, inside 10/8), link-local addresses and mDNS ``.local``
+# names. Listed explicitly: ``ipaddress.is_private`` also covers documentation and benchmark ranges.
+_PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "fc00::/7", "fe80::/10")
+)
+
+
+def is_private_network_url(url: str) -> bool:
+    """True for an address only reachable from a private network (not loopback: see ``is_loopback_url``)."""
+    host = _host(url)
+    if host.endswith(".local"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in _PRIVATE_NETWORKS)
 
 
 class Settings(BaseSettings):
@@ -115,6 +153,9 @@ class Settings(BaseSettings):
 
     # --- LiveKit ----------------------------------------------------------------------------------
     livekit_url: str = Field(DEFAULT_LIVEKIT_URL, validation_alias="LIVEKIT_URL")
+    livekit_client_url: str | None = Field(None, validation_alias="GOCARE_LIVEKIT_CLIENT_URL")
+    """The URL handed to apps in token responses, when it differs from the one the server side uses
+    (a phone reaching a development server over the LAN, a public URL in front of an internal one)."""
     livekit_api_key: str = Field(DEV_API_KEY, validation_alias="LIVEKIT_API_KEY")
     livekit_api_secret: SecretStr = Field(
         SecretStr(DEV_API_SECRET), validation_alias="LIVEKIT_API_SECRET"
@@ -150,6 +191,8 @@ class Settings(BaseSettings):
     auth_audience: str | None = Field(None, validation_alias="GOCARE_AUTH_AUDIENCE")
     auth_issuer: str | None = Field(None, validation_alias="GOCARE_AUTH_ISSUER")
     auth_name_claim: str = Field("name", validation_alias="GOCARE_AUTH_NAME_CLAIM")
+    auth_leeway: float = Field(30.0, ge=0, le=300, validation_alias="GOCARE_AUTH_LEEWAY")
+    """Seconds of clock difference tolerated on the app token's ``exp``/``nbf``/``iat``."""
     rate_limit: str = Field("60/minute", validation_alias="GOCARE_RATE_LIMIT")
     max_body_bytes: int = Field(
         16 * 1024, ge=256, le=1024 * 1024, validation_alias="GOCARE_MAX_BODY_BYTES"
@@ -181,6 +224,15 @@ class Settings(BaseSettings):
     azure_speech_region: str | None = Field(
         None, validation_alias="AZURE_SPEECH_REGION"
     )
+    azure_speech_endpoint: str | None = Field(None, validation_alias="GOCARE_AZURE_SPEECH_ENDPOINT")
+    """Full text-to-speech URL instead of ``https://<region>.tts.speech.microsoft.com/cognitiveservices/v1``
+    (a private endpoint, a proxy, tests)."""
+    interruption_detection: InterruptionDetection = Field(
+        InterruptionDetection.vad, validation_alias="GOCARE_INTERRUPTION_DETECTION"
+    )
+    """``vad``: the caller interrupts the agent by speaking, detected locally. ``adaptive``: livekit-agents'
+    model on LiveKit Cloud's inference gateway, which receives the caller's audio; never chosen for us
+    (livekit-agents turns it on by itself in dev and console modes)."""
 
     # --- conversation -----------------------------------------------------------------------------
     phone_region: str = Field("IN", validation_alias="GOCARE_PHONE_REGION")
@@ -209,10 +261,7 @@ class Settings(BaseSettings):
     @field_validator("token_ttl", mode="before")
     @classmethod
     def _ttl(cls, value: Any) -> float:
-        seconds = parse_duration(value)
-        if seconds < 60 or seconds > 24 * 3600:
-            raise ValueError("must be between 60 seconds and 24 hours")
-        return seconds
+        return parse_token_ttl(value)
 
     @field_validator("rate_limit")
     @classmethod
@@ -228,9 +277,11 @@ class Settings(BaseSettings):
             raise ValueError("use one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
-    @field_validator("livekit_url")
+    @field_validator("livekit_url", "livekit_client_url")
     @classmethod
-    def _lk_url(cls, value: str) -> str:
+    def _lk_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         parts = urlsplit(value.strip())
         if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
             raise ValueError("must be a ws://, wss://, http:// or https:// URL with a host")
@@ -256,7 +307,8 @@ class Settings(BaseSettings):
     @field_validator(
         "llm_api_key", "groq_api_key", "deepgram_api_key", "tts_api_key", "azure_speech_key", "auth_jwt_secret",
         "llm_base_url", "deepgram_base_url", "tts_base_url", "auth_jwks_url", "auth_audience", "auth_issuer",
-        "azure_speech_region", "worker_idle_processes", "worker_load_threshold", "worker_drain_timeout", mode="before",
+        "azure_speech_region", "azure_speech_endpoint", "livekit_client_url", "worker_idle_processes",
+        "worker_load_threshold", "worker_drain_timeout", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
@@ -286,11 +338,15 @@ class Settings(BaseSettings):
                 "LIVEKIT_API_KEY/LIVEKIT_API_SECRET: the development credentials (devkey/secret) are refused "
                 "when GOCARE_ENV=production"
             )
-        elif dev_creds and not is_loopback_url(self.livekit_url):
-            problems.append(
-                "LIVEKIT_API_KEY/LIVEKIT_API_SECRET: the development credentials (devkey/secret) are refused "
-                f"for a non-local LIVEKIT_URL ({urlsplit(self.livekit_url).hostname}); set your project's key and secret"
-            )
+        elif dev_creds:
+            for name, url in self._livekit_urls():
+                if not (is_loopback_url(url) or is_private_network_url(url)):
+                    problems.append(
+                        "LIVEKIT_API_KEY/LIVEKIT_API_SECRET: the development credentials (devkey/secret) are "
+                        f"refused for a public {name} ({_host(url)}); set your project's key and secret "
+                        "(private-network addresses such as 192.168.x.x or 10.0.2.2 are accepted in development)"
+                    )
+                    break
         if self.env is Environment.production and self.auth_mode is AuthMode.none:
             problems.append("GOCARE_AUTH_MODE: 'none' (no caller authentication) is refused when GOCARE_ENV=production")
         if self.auth_mode is AuthMode.jwt:
@@ -319,7 +375,30 @@ class Settings(BaseSettings):
             )
         return problems
 
+    def _livekit_urls(self) -> list[tuple[str, str]]:
+        urls = [("LIVEKIT_URL", self.livekit_url)]
+        if self.livekit_client_url:
+            urls.append(("GOCARE_LIVEKIT_CLIENT_URL", self.livekit_client_url))
+        return urls
+
+    def start_warnings(self) -> list[str]:
+        """Lines the token service and the worker log once at start: accepted, but worth knowing."""
+        dev_creds = self.livekit_api_key == DEV_API_KEY or self.livekit_api_secret.get_secret_value() == DEV_API_SECRET
+        private = [f"{name}={url}" for name, url in self._livekit_urls() if is_private_network_url(url)]
+        if dev_creds and private:
+            return [
+                f"development credentials (devkey/secret) accepted for the private-network address {', '.join(private)}: "
+                "anyone on that network can use this LiveKit server (development only)"
+            ]
+        return []
+
     # --- derived values (what is configured for the providers: check.configuration_facts) -------
+    @property
+    def client_livekit_url(self) -> str:
+        """What apps and browsers are told to connect to (token responses): GOCARE_LIVEKIT_CLIENT_URL,
+        else LIVEKIT_URL."""
+        return self.livekit_client_url or self.livekit_url
+
     @property
     def origins(self) -> list[str]:
         return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]

@@ -85,12 +85,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     plan = config.stash[PLAN]
-    for item in items:
-        if item.get_closest_marker(MARKER) is None:
-            continue
-        plan.room_tests.add(item.nodeid)
-        if plan.skip_reason:
-            item.add_marker(pytest.mark.skip(reason=plan.skip_reason))
+    if plan.skip_reason:
+        for item in items:
+            if item.get_closest_marker(MARKER) is not None:
+                item.add_marker(pytest.mark.skip(reason=plan.skip_reason))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What is left after ``-m``/``-k`` deselection is what "selected" counts."""
+    plan = session.config.stash[PLAN]
+    plan.room_tests = {item.nodeid for item in session.items if item.get_closest_marker(MARKER) is not None}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -33,6 +33,8 @@ class ScriptedSpeechServer(ThreadedServer):
     api_key: str = "tts-test-key"
     fail_status: int | None = None
     delay: float = 0.0
+    request_ids: bool = True
+    """False: answer without ``x-request-id``, like most OpenAI-compatible servers but OpenAI's own."""
     host: str = "127.0.0.1"
     requests: list[dict[str, Any]] = field(default_factory=list)
 
@@ -82,4 +84,7 @@ class ScriptedSpeechServer(ThreadedServer):
         pcm = await asyncio.to_thread(speech_pcm, text, rate=OPENAI_TTS_RATE)
         audio = await asyncio.to_thread(encode, pcm, rate=OPENAI_TTS_RATE, fmt=fmt)
         # OpenAI names every response; livekit's TTS warns on each synthesis without it
-        return web.Response(body=audio, headers={"Content-Type": MIME_TYPES[fmt], "x-request-id": f"req_{uuid.uuid4().hex}"})
+        headers = {"Content-Type": MIME_TYPES[fmt]}
+        if self.request_ids:
+            headers["x-request-id"] = f"req_{uuid.uuid4().hex}"
+        return web.Response(body=audio, headers=headers)

@@ -66,6 +66,11 @@ def _worker_init(parent_pid: int) -> None:
                 os._exit(0)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    # Ctrl+C in a terminal reaches the whole process group: the server shuts the pool down, a worker
+    # interrupted in the middle of waiting for work only prints a KeyboardInterrupt traceback
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class AudioWorkers:

@@ -56,11 +56,21 @@ def _clean_text(value: Any) -> str | None:
             return None
     if not isinstance(value, str):
         return None
-    text = "".join(ch for ch in value if unicodedata.category(ch)[0] != "C").strip()
-    text = " ".join(text.split())
-    if not text:
-        return None
-    return text[:MAX_FIELD_CHARS]
+    text = clean_text(value)
+    return text[:MAX_FIELD_CHARS] if text else None
+
+
+def clean_text(value: str) -> str:
+    """One line of display text: whitespace of any kind (newline, tab, no-break space) separates words;
+    other control and format characters go, except the zero-width joiners that are part of emoji and of
+    Indic and Arabic names. The one home of display-name cleaning (metadata, directory, token claims)."""
+    kept = []
+    for ch in value:
+        if ch.isspace():
+            kept.append(" ")
+        elif unicodedata.category(ch)[0] != "C" or ch in "\u200c\u200d":
+            kept.append(ch)
+    return " ".join("".join(kept).split())
 
 
 def _pick(data: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
@@ -138,11 +148,34 @@ def identity_from_participant(
     return merge_identities(*(r.identity for r in readings)), problems
 
 
+# Honorifics said before a name; the greeting uses the first word after them ("Dr. Alice Brown" -> Alice).
+_TITLES = frozenset(
+    "mr mrs ms miss mx dr prof professor sir dame madam mme mlle rev fr shri sri smt kumari mister doctor "
+    "hon capt lt col sgt herr frau".split()
+)
+
+
+def _is_word(token: str) -> bool:
+    """A token with at least one letter (an emoji, "-" or "#1" is not a name)."""
+    return any(unicodedata.category(ch).startswith("L") for ch in token)
+
+
 def first_name(full_name: str | None) -> str | None:
+    """The word to greet with: the first word with a letter in it that is not a title; surrounding
+    punctuation is dropped ("(Bob)" -> "Bob"), inner punctuation kept ("O'Neil", "Jean-Luc")."""
     if not full_name:
         return None
-    parts = full_name.split()
-    return parts[0] if parts else None
+    for token in clean_text(full_name).split(" "):
+        # punctuation, emoji and other symbols at the edges go: "(Bob)", "😀Bob", "Dr." -> "Dr"
+        word = token
+        while word and not unicodedata.category(word[0]).startswith(("L", "N", "M")):
+            word = word[1:]
+        while word and not unicodedata.category(word[-1]).startswith(("L", "N", "M")):
+            word = word[:-1]
+        if not _is_word(word) or word.lower() in _TITLES:
+            continue
+        return word
+    return None
 
 
 def greeting_text(identity: Identity | None) -> str:

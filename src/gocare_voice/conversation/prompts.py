@@ -76,3 +76,19 @@ def click_to_talk_instructions(*, first_name: str | None) -> str:
         + " "
         + _VOICE_STYLE
     )
+
+
+def upload_instructions(*, first_name: str | None, authenticated: bool) -> str:
+    """A recorded voice message never went through the mobile-number check: say what is actually known.
+    With caller authentication (``GOCARE_AUTH_MODE=jwt``) the app signed the sender in; without it nothing
+    is known about the sender at all."""
+    if authenticated:
+        who = ("The sender is signed in to the GoCare app (authenticated by the app), but has not been through "
+               "the mobile-number check of a call.")
+    else:
+        who = ("Nothing is known about who sent this message: it was not authenticated. Do not assume who the "
+               "sender is and do not discuss anyone's personal or account details.")
+    return (
+        "You are GoCare, a friendly and capable voice assistant. " + who + " Help with their questions clearly "
+        "and concisely; if you do not know something, say so. " + _addressing(first_name) + " " + _VOICE_STYLE
+    )

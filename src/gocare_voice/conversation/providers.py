@@ -33,6 +33,11 @@ DEEPGRAM_DEFAULT_TTS_MODEL = "aura-2-andromeda-en"
 DEEPGRAM_API_ROOT = "https://api.deepgram.com"
 
 TURN_DETECTOR_LOCAL_VERSION = "v1-mini"
+AZURE_DEFAULT_VOICE = "en-US-JennyNeural"
+AZURE_EXTRA_MISSING = (
+    "GOCARE_TTS_PROVIDER=azure needs the azure extra, which is not installed: "
+    "pip install 'gocare-voice[azure]' (or use GOCARE_TTS_PROVIDER=openai|deepgram)"
+)
 
 
 class ProviderConfigError(RuntimeError):
@@ -87,10 +92,7 @@ def missing_tts_settings(settings: Settings) -> list[str]:
         if not settings.azure_speech_region:
             problems.append("AZURE_SPEECH_REGION is not set (GOCARE_TTS_PROVIDER=azure)")
         if not azure_plugin_available():
-            problems.append(
-                "GOCARE_TTS_PROVIDER=azure needs the livekit-plugins-azure package, which is not installed "
-                "(pip install 'livekit-plugins-azure~=1.8'), or use GOCARE_TTS_PROVIDER=openai|deepgram"
-            )
+            problems.append(AZURE_EXTRA_MISSING)
         return problems
     if _secret(settings.tts_api_key) is None and _secret(settings.llm_api_key) is None:
         return ["GOCARE_TTS_API_KEY is not set (nor LLM_API_KEY, used for OpenAI TTS when no TTS key is given)"]
@@ -167,6 +169,19 @@ def build_turn_detection(settings: Settings | None = None) -> Any:
             error,
         )
         return "vad"
+
+
+def build_turn_handling(settings: Settings) -> dict[str, Any]:
+    """``AgentSession(turn_handling=...)``: the end-of-turn model and, always explicit, the interruption mode.
+
+    Left unset, livekit-agents 1.8 picks its *adaptive* interruption detector in ``dev`` and ``console``
+    modes (``LIVEKIT_DEV_MODE=1``), which streams the caller's audio to LiveKit Cloud's inference gateway
+    whenever the agent speaks. For a care app no audio may leave for a service nobody configured, so the
+    mode is ``GOCARE_INTERRUPTION_DETECTION`` (default ``vad``: the local Silero VAD)."""
+    return {
+        "turn_detection": build_turn_detection(settings),
+        "interruption": {"mode": settings.interruption_detection.value},
+    }
 
 
 def build_stt(settings: Settings, *, http_session: Any = None) -> lk_stt.STT:
@@ -254,12 +269,26 @@ def _deepgram_tts(settings: Settings, http_session: Any = None) -> lk_tts.TTS | 
     )
 
 
-def _azure_tts(settings: Settings) -> lk_tts.TTS | None:
-    if _secret(settings.azure_speech_key) is None or not settings.azure_speech_region or not azure_plugin_available():
-        return None
-    from livekit.plugins import azure  # type: ignore[attr-defined]
+def azure_configured(settings: Settings) -> bool:
+    """Key, region and the plugin: what ``/health`` and ``gocare check`` call "Azure configured"."""
+    return (
+        _secret(settings.azure_speech_key) is not None and bool(settings.azure_speech_region)
+        and azure_plugin_available()
+    )
 
-    return azure.TTS(speech_key=_secret(settings.azure_speech_key), speech_region=settings.azure_speech_region)
+
+def _azure_tts(settings: Settings, http_session: Any = None) -> lk_tts.TTS | None:
+    if not azure_configured(settings):
+        return None
+    from gocare_voice.conversation.azure_tts import build_azure_tts
+
+    # GOCARE_TTS_VOICE defaults to an OpenAI voice ("alloy"); Azure voices look like "en-US-JennyNeural"
+    voice = settings.tts_voice if settings.tts_voice.count("-") >= 2 else AZURE_DEFAULT_VOICE
+    return build_azure_tts(
+        key=_secret(settings.azure_speech_key) or "", region=settings.azure_speech_region or "",
+        endpoint=settings.azure_speech_endpoint, voice=voice, language=settings.stt_language,
+        http_session=http_session,
+    )
 
 
 def build_tts(settings: Settings, *, http_session: Any = None) -> lk_tts.TTS:
@@ -270,14 +299,14 @@ def build_tts(settings: Settings, *, http_session: Any = None) -> lk_tts.TTS:
         raise ProviderConfigError(problems)
     from livekit.agents import tts as lk_tts
 
-    builders = {
+    builders: dict[TTSProvider, Any] = {
         TTSProvider.openai: _openai_tts,
         TTSProvider.deepgram: _deepgram_tts,
         TTSProvider.azure: _azure_tts,
     }
     order = [settings.tts_provider] + [p for p in builders if p is not settings.tts_provider]
     built = (
-        _deepgram_tts(settings, http_session) if p is TTSProvider.deepgram else builders[p](settings) for p in order
+        builders[p](settings) if p is TTSProvider.openai else builders[p](settings, http_session) for p in order
     )
     instances = [tts for tts in built if tts is not None]
     if len(instances) == 1:

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from gocare_voice import __version__
 from gocare_voice.check import configuration_facts
+from gocare_voice.conversation.identity import clean_text
 from gocare_voice.settings import AuthMode, Settings
 from gocare_voice.token_service.auth import Authenticator, Caller
 from gocare_voice.token_service.deps import (
@@ -75,7 +76,7 @@ def _name_for(caller: Caller, requested: str | None) -> str | None:
     not fit a participant name (too long, control characters) is cut or dropped rather than refusing the
     user a token they cannot fix."""
     if caller.name:
-        claimed = " ".join("".join(ch for ch in caller.name if ch.isprintable()).split())[:MAX_NAME_CHARS]
+        claimed = clean_text(caller.name)[:MAX_NAME_CHARS]
         return claimed or None
     return requested
 
@@ -99,10 +100,14 @@ def create_app(settings: Settings) -> FastAPI:
         description="LiveKit tokens for the GoCare app (with the agent dispatch), voice upload, health.",
     )
     app.state.services = services
-    server_url = settings.livekit_url
+    # the URL the app connects to, which may differ from the one this service and the worker use
+    # (a phone on the LAN, an emulator, a public URL in front of an internal one)
+    server_url = settings.client_livekit_url
     body_limit = settings.max_body_bytes
     minter = services.minter
 
+    for line in settings.start_warnings():
+        log.warning("%s", line)
     if settings.auth_mode is AuthMode.none:
         log.warning("caller authentication is OFF (GOCARE_AUTH_MODE=none): anyone can get a token; "
                     "use GOCARE_AUTH_MODE=jwt in production")
@@ -193,6 +198,8 @@ def create_app(settings: Settings) -> FastAPI:
             "environment": settings.env.value,
             "agent_name": settings.agent_name,
             "auth_mode": settings.auth_mode.value,
+            # what a browser client connects to (the same URL the token responses carry)
+            "livekit_url": server_url,
             **configuration_facts(settings),
         })
 

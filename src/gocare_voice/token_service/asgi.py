@@ -17,4 +17,26 @@ def app_from_env() -> FastAPI:
 
     settings = load_settings(env_file=os.environ.get("GOCARE_ENV_FILE", ".env"))
     setup_logging(getattr(logging, settings.log_level))
-    return create_app(settings)
+    app = create_app(settings)
+    _close_audio_workers_on_shutdown(app)
+    return app
+
+
+def _close_audio_workers_on_shutdown(app: FastAPI) -> None:
+    """uvicorn ends a worker process by re-raising the stop signal after the app's shutdown, so no atexit
+    handler runs there: the audio pool is shut down with the app instead, or Python's resource tracker
+    reports its semaphores as leaked ("There appear to be 10 leaked semaphore objects")."""
+    import asyncio
+    from contextlib import asynccontextmanager
+
+    from gocare_voice.audio import shared_audio_workers
+
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: FastAPI):  # type: ignore[no-untyped-def]
+        async with inner(app_) as state:
+            yield state
+        await asyncio.to_thread(shared_audio_workers().close)
+
+    app.router.lifespan_context = lifespan

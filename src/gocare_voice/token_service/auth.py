@@ -42,6 +42,7 @@ class Authenticator:
         self._audience = settings.auth_audience
         self._issuer = settings.auth_issuer
         self._name_claim = settings.auth_name_claim
+        self._leeway = settings.auth_leeway  # the app's and our clocks may differ a little
         self._jwks = jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=True, timeout=5) if (
             settings.auth_jwks_url and not self._secret
         ) else None
@@ -64,7 +65,7 @@ class Authenticator:
 
     async def _decode(self, token: str) -> dict[str, Any]:
         options = {"require": ["exp", "sub"], "verify_aud": self._audience is not None}
-        kwargs: dict[str, Any] = {"options": options, "leeway": 30}
+        kwargs: dict[str, Any] = {"options": options, "leeway": self._leeway}
         if self._audience is not None:
             kwargs["audience"] = self._audience
         if self._issuer is not None:

@@ -43,10 +43,18 @@ MAX_OTHER_FIELD_BYTES = 16 * 1024
 
 
 
+def human_size(size: int) -> str:
+    """``26214400`` -> ``25 MB``, ``20000`` -> ``20 KB``: what a user can read, at most one decimal."""
+    for unit, factor in (("MB", 1024 * 1024), ("KB", 1024)):
+        if size >= factor:
+            return f"{size / factor:.1f}".rstrip("0").rstrip(".") + f" {unit}"
+    return f"{size} bytes"
+
+
 def _too_large(limit: int) -> ApiError:
     return ApiError(
         413, "too_large",
-        f"The upload is larger than the limit of {limit / (1024 * 1024):g} MB. Please send a shorter recording.",
+        f"The upload is larger than the limit of {human_size(limit)}. Please send a shorter recording.",
     )
 
 
@@ -239,7 +247,9 @@ def build_voice_router(settings: Settings) -> APIRouter:
             log.info("voice upload refused: %s (%d bytes)", error.code, len(data))
             raise ApiError(error.status, error.code, error.message) from None
         decode_done = time.perf_counter()
-        result = await pipeline.process(audio=audio, room=room, caller_name=caller.name)
+        result = await pipeline.process(
+            audio=audio, room=room, caller_name=caller.name, authenticated=caller.subject is not None
+        )
         result.timings = {"read": read_done - started, "decode": decode_done - read_done, **result.timings}
         log.info(
             "voice upload: %d bytes %s/%s %.1f s -> %s%s, notified=%s, %s",

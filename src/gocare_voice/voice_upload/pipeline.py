@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from gocare_voice.audio import SPEECH_FORMAT, AudioError, AudioWorkers, DecodedAudio, shared_audio_workers
 from gocare_voice.conversation.identity import first_name as first_name_of
-from gocare_voice.conversation.prompts import assistant_instructions
+from gocare_voice.conversation.prompts import upload_instructions
 from gocare_voice.settings import Settings
 from gocare_voice.voice_upload.notify import notify_room
 
@@ -123,6 +123,9 @@ class VoiceUploadPipeline:
             except ImportError:
                 pass  # reported as "tts not configured" by build_tts, per upload
 
+        from gocare_voice.logging_setup import quiet_livekit_noise
+
+        quiet_livekit_noise()  # the app may run under any log configuration (uvicorn, tests, a host app)
         self._settings = settings
         self.audio = audio or shared_audio_workers()
         self._conn_options = APIConnectOptions(
@@ -193,7 +196,9 @@ class VoiceUploadPipeline:
         }
 
     # --- the pipeline ----------------------------------------------------------------------------
-    async def process(self, *, audio: DecodedAudio, room: str | None, caller_name: str | None) -> UploadResult:
+    async def process(
+        self, *, audio: DecodedAudio, room: str | None, caller_name: str | None, authenticated: bool = False
+    ) -> UploadResult:
         result = UploadResult(room=room)
         providers = self._providers()
         try:
@@ -206,7 +211,7 @@ class VoiceUploadPipeline:
                     detail="No speech was recognised in the recording. Please speak clearly and try again.",
                 ))
             result.reply = await self._stage(
-                "llm", providers, result, lambda llm: self._reply(llm, result.transcript or "", caller_name)
+                "llm", providers, result, lambda llm: self._reply(llm, result.transcript or "", caller_name, authenticated)
             )
             notify = self._start_notify(result)
             try:
@@ -242,9 +247,11 @@ class VoiceUploadPipeline:
 
         label = STAGE_LABELS[stage]
         if stage in providers.problems:
+            # the setting names are for the operator (logged); the detail is a sentence for the app's user
+            log.error("voice upload: the %s stage is not configured: %s", stage, "; ".join(providers.problems[stage]))
             raise _StageError(StageFailure(
                 stage=stage, status=503, error=f"{stage}_not_configured",
-                detail=f"The {label} is not configured: " + "; ".join(providers.problems[stage]),
+                detail=f"Voice messages are not available right now: the {label} is not set up on the server.",
             ))
         instance = getattr(providers, stage)
         timeout = self._settings.stage_timeout
@@ -302,13 +309,15 @@ class VoiceUploadPipeline:
         texts = [alt.text.strip() for alt in event.alternatives[:1] if alt.text]
         return " ".join(t for t in texts if t)
 
-    async def _reply(self, llm: Any, transcript: str, caller_name: str | None) -> str:
+    async def _reply(self, llm: Any, transcript: str, caller_name: str | None, authenticated: bool) -> str:
         from livekit.agents import APIError
         from livekit.agents import llm as lk_llm
 
         chat_ctx = lk_llm.ChatContext.empty()
         chat_ctx.add_message(
-            role="system", content=assistant_instructions(first_name=first_name_of(caller_name)) + UPLOAD_NOTE
+            role="system",
+            content=upload_instructions(first_name=first_name_of(caller_name), authenticated=authenticated)
+            + UPLOAD_NOTE,
         )
         chat_ctx.add_message(role="user", content=transcript)
         parts: list[str] = []

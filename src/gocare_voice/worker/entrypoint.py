@@ -35,6 +35,9 @@ def prewarm(proc: Any) -> None:
     from gocare_voice.redact import install_pii_log_filter
 
     install_pii_log_filter()  # job processes are fresh interpreters (forkserver): install it here too
+    from gocare_voice.logging_setup import quiet_livekit_noise
+
+    quiet_livekit_noise()
     proc.userdata[VAD_KEY] = build_vad()
     try:
         import livekit.local_inference as local_inference
@@ -90,17 +93,18 @@ def _directory_for(ctx: Any, settings: Settings) -> Any:
 
 
 def session_providers(settings: Settings, *, text_only: bool = False) -> dict[str, Any]:
-    """STT/LLM/TTS/turn detection for one session. ``text_only`` (console --text) leaves out STT/TTS whose
-    keys are missing instead of failing: typed chat needs only the LLM. Blocking (each HTTP client loads
+    """STT/LLM/TTS/turn detection for one session. ``text_only`` (console --text) leaves out STT and TTS:
+    typed chat needs only the LLM. Blocking (each HTTP client loads
     the CA bundle, ~150 ms): the job calls it in a thread."""
     from gocare_voice.conversation import providers
 
     parts: dict[str, Any] = {"llm": providers.build_llm(settings)}
-    if not (text_only and providers.missing_stt_settings(settings)):
+    if not text_only:
+        # typed chat builds neither, even when their keys are set: Deepgram's streaming STT would open its
+        # websocket for a microphone that does not exist (and end the console at its first error)
         parts["stt"] = providers.build_stt(settings)
-    if not (text_only and providers.missing_tts_settings(settings)):
         parts["tts"] = providers.build_tts(settings)
-    parts["turn_handling"] = {"turn_detection": providers.build_turn_detection(settings)}
+    parts["turn_handling"] = providers.build_turn_handling(settings)
     return parts
 
 
@@ -114,20 +118,38 @@ def build_session(settings: Settings, *, vad: Any, state: Any, text_only: bool =
     return AgentSession(**parts, vad=vad, userdata=state)
 
 
+def show_in_console(text: str) -> None:
+    """Print an agent line the way livekit-agents' text console prints replies. Its text mode prints only
+    what a ``session.run`` (a typed turn) produced, so the greeting, said by ``session.say`` before any turn,
+    would never appear and the developer would face an empty prompt."""
+    try:
+        from livekit.agents.cli._legacy import AgentsConsole
+        from rich.text import Text
+    except ImportError:  # a livekit-agents without this console: nothing to print to
+        return
+    console = AgentsConsole.get_instance().console
+    console.print()
+    console.print(Text.assemble(("  \u25cf ", "#6BCB77"), ("Agent", "bold #6BCB77")))
+    for line in text.split("\n"):
+        console.print(Text(f"    {line}"))
+
+
 class GoCareEntrypoint:
     """``async (JobContext) -> None`` carrying the settings into the job process (picklable)."""
 
-    def __init__(self, *, settings: Settings, console_text: bool = False) -> None:
+    def __init__(self, *, settings: Settings, console_text: bool = False, console_metadata: str | None = None) -> None:
         self.settings = settings
         self.console_text = console_text
+        self.console_metadata = console_metadata
 
     async def __call__(self, ctx: Any) -> None:
-        await run_job(ctx, settings=self.settings, console_text=self.console_text)
+        await run_job(ctx, settings=self.settings, console_text=self.console_text,
+                      console_metadata=self.console_metadata)
 
 
 async def run_job(
     ctx: Any, *, settings: Settings, metadata_grace: float = METADATA_GRACE_SECONDS, console_text: bool = False,
-    use_room_io: bool = True,
+    use_room_io: bool = True, console_metadata: str | None = None,
 ) -> Any:
     """Connect, find the user, start the session, greet; returns the running AgentSession (for tests:
     livekit-agents ignores it and keeps the job alive until the room closes).
@@ -139,6 +161,7 @@ async def run_job(
 
     from gocare_voice.conversation.agents import AuthenticationAgent, build_entry_agent, switch_mode
     from gocare_voice.conversation.commands import CommandExecutor
+    from gocare_voice.conversation.identity import greeting_text
     from gocare_voice.conversation.state import SessionState
     from gocare_voice.settings import AuthMode
     from gocare_voice.redact import install_pii_log_filter
@@ -158,7 +181,9 @@ async def run_job(
     # with caller authentication the token's identity is the verified user: the app cannot name another
     # user id through its own metadata (console has no participant, only the developer's dispatch metadata)
     handlers = RoomHandlers(
-        room=room, state=state, job_metadata=ctx.job.metadata, scheduler=scheduler,
+        room=room, state=state, scheduler=scheduler,
+        # console has no dispatch of its own: `gocare worker console --metadata JSON` stands in for it
+        job_metadata=console_metadata if console and console_metadata else ctx.job.metadata,
         bind_user_id_to_identity=not console and settings.auth_mode is AuthMode.jwt,
     )
     ctx.add_shutdown_callback(scheduler.aclose)
@@ -191,7 +216,8 @@ async def run_job(
         agent = session.current_agent
         if isinstance(agent, AuthenticationAgent):
             await agent.refresh_identity()
-            agent.greet()
+            if agent.greet() is not None and console and console_text:
+                show_in_console(greeting_text(state.identity))
 
     async def _refresh() -> None:
         agent = session.current_agent

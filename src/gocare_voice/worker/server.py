@@ -6,23 +6,28 @@ only rooms whose token or API call dispatches that name, never every room on the
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from gocare_voice.settings import Settings
 
 
-def build_server(settings: Settings, *, console_text: bool = False, **server_options: Any) -> Any:
+def build_server(
+    settings: Settings, *, console_text: bool = False, console_metadata: str | None = None, **server_options: Any
+) -> Any:
     """Factory, no environment reads: LiveKit URL and credentials come from ``settings``; the number of
     connection retries is ``GOCARE_LIVEKIT_CONNECT_RETRIES``; the HTTP port, warm job processes and load
     threshold are ``GOCARE_WORKER_*``; extra keyword options go to ``AgentServer``.
-    ``console_text``: ``console --text`` needs no STT/TTS, so the session is built without them when their
-    keys are missing."""
+    ``console_text``: ``console --text`` needs no STT/TTS, so the session is built without them;
+    ``console_metadata``: the dispatch metadata console mode pretends to have (``--metadata``)."""
     from livekit.agents import AgentServer
 
     from gocare_voice.conversation.providers import import_plugins
     from gocare_voice.worker.entrypoint import GoCareEntrypoint, prewarm
 
     import_plugins(settings)
+    for line in settings.start_warnings():
+        logging.getLogger("gocare.worker").warning("%s", line)
 
     options: dict[str, Any] = {
         "ws_url": settings.livekit_url,
@@ -42,7 +47,8 @@ def build_server(settings: Settings, *, console_text: bool = False, **server_opt
         options["drain_timeout"] = settings.worker_drain_timeout
     options.update(server_options)
     server = AgentServer(**options)
-    server.rtc_session(GoCareEntrypoint(settings=settings, console_text=console_text), agent_name=settings.agent_name)
+    entry = GoCareEntrypoint(settings=settings, console_text=console_text, console_metadata=console_metadata)
+    server.rtc_session(entry, agent_name=settings.agent_name)
     if not console_text:
         from gocare_voice.worker.recovery import CrashRecovery
 

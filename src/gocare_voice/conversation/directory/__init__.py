@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .errors import (
+    DatabaseMissing,
     CsvImportError,
     DirectoryError,
     DuplicateUser,
@@ -15,6 +16,7 @@ from .models import RegisteredUser
 from .service import DEFAULT_DATABASE_URL, ImportResult, UserDirectory, UserRecord
 
 __all__ = [
+    "DatabaseMissing",
     "DEFAULT_DATABASE_URL",
     "CsvImportError",
     "DirectoryError",

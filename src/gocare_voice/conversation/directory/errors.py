@@ -12,6 +12,10 @@ class DirectoryError(Exception):
     """Base class; ``str(error)`` is a complete one-line explanation."""
 
 
+class DatabaseMissing(DirectoryError):
+    """A reading command found no database file (nothing registered yet)."""
+
+
 class InvalidPhoneNumber(DirectoryError):
     def __init__(self, reason: str, *, user_id: str | None = None) -> None:
         who = f" for {user_id!r}" if user_id else ""

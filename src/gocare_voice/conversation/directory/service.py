@@ -13,22 +13,23 @@ import asyncio
 import csv
 import io
 import logging
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 from ...redact import mask_phone
+from ..identity import clean_text
 from ..phone import is_e164, parse_phone_number
 from .errors import (
     CsvImportError,
+    DatabaseMissing,
     DirectoryError,
     DuplicateUser,
     InvalidPhoneNumber,
@@ -69,6 +70,7 @@ class UserRecord:
 class ImportResult:
     added: int
     skipped: list[RowProblem]
+    updated: int = 0
 
 
 def _clean(value: object, *, what: str, limit: int, required: bool) -> str | None:
@@ -78,7 +80,7 @@ def _clean(value: object, *, what: str, limit: int, required: bool) -> str | Non
         text = value
     else:
         raise InvalidUser(f"{what} must be text")
-    text = " ".join("".join(ch for ch in text if unicodedata.category(ch)[0] != "C").split())
+    text = clean_text(text)
     if not text:
         if required:
             raise InvalidUser(f"{what} is empty")
@@ -96,7 +98,9 @@ class UserDirectory:
     """Registered users on SQLAlchemy.
 
     ``region`` is the default region for numbers given without a country code (``GOCARE_PHONE_REGION``);
-    ``create_schema`` creates the table when missing, so a fresh SQLite file just works.
+    ``create_schema`` creates the table when missing, so a fresh SQLite file just works; without it (the
+    CLI's reading commands) a SQLite file that does not exist is an error (``DatabaseMissing``), and so is a
+    missing folder: never an empty database created as a side effect of reading.
     """
 
     def __init__(
@@ -108,12 +112,12 @@ class UserDirectory:
         echo: bool = False,
     ) -> None:
         self.region = region
-        self._engine = self._make_engine(url, echo=echo)
+        self._engine = self._make_engine(url, echo=echo, create=create_schema)
         self.url_for_display = self._engine.url.render_as_string(hide_password=True)
         if create_schema:
             try:
                 Base.metadata.create_all(self._engine)
-            except OperationalError as error:
+            except DatabaseError as error:  # "unable to open", "file is not a database", a refused login
                 raise DirectoryError(f"cannot open the user directory at {self.url_for_display}: {error.orig}") from None
 
     @classmethod
@@ -121,7 +125,7 @@ class UserDirectory:
         return cls(url=settings.database_url, region=settings.phone_region, **kwargs)
 
     @staticmethod
-    def _make_engine(url: str, *, echo: bool) -> Engine:
+    def _make_engine(url: str, *, echo: bool, create: bool = True) -> Engine:
         try:
             parsed = make_url(url)
         except ArgumentError:
@@ -140,7 +144,14 @@ class UserDirectory:
         database = parsed.database or ""
         in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
         if not in_memory:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            path = Path(database).expanduser()
+            if not create and not path.parent.is_dir():
+                # a reading command must not grow a folder tree and an empty directory out of a typo
+                raise DirectoryError(f"the folder {path.parent.resolve()} does not exist (database {url})")
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            elif not path.exists():
+                raise DatabaseMissing(f"no user directory at {path.resolve()} yet ('gocare users add' or 'import' creates it)")
         engine = create_engine(
             parsed,
             echo=echo,
@@ -226,25 +237,30 @@ class UserDirectory:
                 conn.execute(insert(_T), chunk)
         return len(rows)
 
-    def import_csv(self, source: str | Path | IO[str], *, skip_errors: bool = False) -> ImportResult:
-        """Import ``user_id,name,phone`` rows (header required, any column order, extra columns ignored).
+    def import_csv(
+        self, source: str | Path | IO[str], *, skip_errors: bool = False, update: bool = False
+    ) -> ImportResult:
+        """Import ``user_id,name,phone`` rows (header required, any column order, extra columns ignored;
+        every column must have a value: the agent greets with the name).
 
         All or nothing by default: one bad row (invalid number, duplicate in the file or in the directory)
         refuses the file with every problem listed. ``skip_errors`` imports the good rows instead.
+        ``update`` (upsert): a user id already registered gets the row's name and number instead of being
+        a problem; a number registered to *another* user still is one.
         """
         if isinstance(source, (str, Path)):
             try:
                 with open(source, encoding="utf-8-sig", newline="") as handle:
-                    return self._import_rows(handle, skip_errors=skip_errors)
+                    return self._import_rows(handle, skip_errors=skip_errors, update=update)
             except FileNotFoundError:
                 raise DirectoryError(f"no such file: {source}") from None
             except UnicodeDecodeError:
                 raise DirectoryError(f"{source} is not UTF-8 text") from None
             except IsADirectoryError:
                 raise DirectoryError(f"{source} is a directory, not a CSV file") from None
-        return self._import_rows(source, skip_errors=skip_errors)
+        return self._import_rows(source, skip_errors=skip_errors, update=update)
 
-    def _import_rows(self, handle: IO[str], *, skip_errors: bool) -> ImportResult:
+    def _import_rows(self, handle: IO[str], *, skip_errors: bool, update: bool = False) -> ImportResult:
         try:
             reader = csv.DictReader(handle)
             header = [(h or "").strip().lower().lstrip("\ufeff") for h in (reader.fieldnames or [])]
@@ -252,8 +268,13 @@ class UserDirectory:
             raise DirectoryError(f"not a CSV file: {error}") from None
         missing = [c for c in CSV_COLUMNS if c not in header]
         if missing:
+            raw_header = ",".join(header)
+            other = next((d for d in (";", "\t", "|") if d in raw_header), None)
+            hint = (
+                f"; the file seems to use {other!r} between columns: save it with commas" if other else ""
+            )
             raise DirectoryError(
-                f"CSV header must name the columns {','.join(CSV_COLUMNS)} (missing: {', '.join(missing)})"
+                f"CSV header must name the columns {','.join(CSV_COLUMNS)} (missing: {', '.join(missing)}){hint}"
             )
         reader.fieldnames = header
         problems: list[RowProblem] = []
@@ -270,7 +291,7 @@ class UserDirectory:
                 try:
                     uid = _clean(row.get("user_id"), what="user id", limit=USER_ID_MAX, required=True)
                     assert uid is not None
-                    name = _clean(row.get("name"), what="name", limit=NAME_MAX, required=False)
+                    name = _clean(row.get("name"), what="name", limit=NAME_MAX, required=True)
                     e164 = self.normalize(row.get("phone"), user_id=uid)
                 except DirectoryError as error:
                     problems.append(RowProblem(line, str(error)))
@@ -288,30 +309,51 @@ class UserDirectory:
             raise DirectoryError(f"CSV is malformed near line {reader.line_num}: {error}") from None
 
         # rows that clash with users already registered
-        existing_ids, existing_phones = self._existing(good)
+        existing_ids, phone_owner = self._existing(good)
         kept: list[tuple[str, str | None, str]] = []
+        updates: list[tuple[str, str | None, str]] = []
         for uid, name, e164 in good:
-            if uid in existing_ids:
-                problems.append(RowProblem(seen_ids[uid], f"user id {uid!r} is already registered"))
-            elif e164 in existing_phones:
+            owner = phone_owner.get(e164)
+            if uid in existing_ids and not update:
+                problems.append(RowProblem(seen_ids[uid], f"user id {uid!r} is already registered (--update changes it)"))
+            elif owner is not None and owner != uid:
                 problems.append(RowProblem(seen_ids[uid], f"number {mask_phone(e164)} is already registered"))
+            elif uid in existing_ids:
+                updates.append((uid, name, e164))
             else:
                 kept.append((uid, name, e164))
         problems.sort(key=lambda p: p.line)
         if problems and not skip_errors:
             raise CsvImportError(problems)
-        added = self.add_many(kept)
-        logger.info("directory: imported %d user(s), skipped %d row(s)", added, len(problems))
-        return ImportResult(added=added, skipped=problems)
+        added, updated = self._write_import(kept, updates)
+        logger.info("directory: imported %d user(s), updated %d, skipped %d row(s)", added, updated, len(problems))
+        return ImportResult(added=added, skipped=problems, updated=updated)
 
-    def _existing(self, rows: list[tuple[str, str | None, str]]) -> tuple[set[str], set[str]]:
+    def _write_import(
+        self, new: list[tuple[str, str | None, str]], changed: list[tuple[str, str | None, str]]
+    ) -> tuple[int, int]:
+        """Inserts and updates of one import in one transaction: all of them or none."""
+        with self._engine.begin() as conn:
+            for uid, name, e164 in changed:
+                conn.execute(update(_T).where(_C.user_id == uid).values(name=name, phone=e164))
+            if new:
+                self._refuse_duplicates(conn, [(uid, e164) for uid, _, e164 in new])
+                rows = [{"user_id": u, "name": n, "phone": p, "created_at": utcnow()} for u, n, p in new]
+                for chunk in _chunks(rows, 5000):
+                    conn.execute(insert(_T), chunk)
+        return len(new), len(changed)
+
+    def _existing(self, rows: list[tuple[str, str | None, str]]) -> tuple[set[str], dict[str, str]]:
+        """The user ids among ``rows`` already registered, and the owner of each of their numbers."""
         ids: set[str] = set()
-        phones: set[str] = set()
+        phones: dict[str, str] = {}
         with self._engine.connect() as conn:
             for chunk in _chunks([r[0] for r in rows], 500):
                 ids.update(conn.execute(select(_C.user_id).where(_C.user_id.in_(chunk))).scalars())
             for chunk in _chunks([r[2] for r in rows], 500):
-                phones.update(conn.execute(select(_C.phone).where(_C.phone.in_(chunk))).scalars())
+                phones.update((row.phone, row.user_id) for row in conn.execute(
+                    select(_C.phone, _C.user_id).where(_C.phone.in_(chunk))
+                ))
         return ids, phones
 
     def remove(self, user_id: str) -> UserRecord:
