@@ -173,6 +173,8 @@ class Settings(BaseSettings):
     production); ``inf`` never refuses a job (what ``worker dev`` does)."""
     worker_drain_timeout: int | None = Field(None, ge=1, validation_alias="GOCARE_WORKER_DRAIN_TIMEOUT")
     """Seconds a stopping worker (SIGTERM) waits for its calls to end; unset = livekit-agents' 3600."""
+    worker_job_memory_limit_mb: float = Field(0, ge=0, validation_alias="GOCARE_WORKER_JOB_MEMORY_LIMIT_MB")
+    """A job process above this resident memory (MB) is killed (and its call re-dispatched); 0 = no limit."""
     reconnect_grace: float = Field(15.0, ge=0, le=600, validation_alias="GOCARE_RECONNECT_GRACE")
     """Seconds the agent waits for a user who left to come back (a network change reconnects as a new
     participant) before it ends the call; 0 ends it at once."""

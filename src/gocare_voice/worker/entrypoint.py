@@ -54,8 +54,9 @@ def prewarm(proc: Any) -> None:
         # the openai SDK imports its chat resources lazily on the first request: a ~150 ms stall of the
         # session's event loop in the middle of the first turn otherwise; its HTTP stack imports anyio's
         # locks on the first request too (~100 ms, seen in the room tests)
-        import anyio._core._synchronization  # noqa: F401
         import openai.resources.chat.completions  # noqa: F401
+
+        _import_all_of_anyio()
         # and the first HTTP client of a process loads the CA bundle (~150 ms): the LLM/TTS plugins each
         # build one when the session is created
         import httpx2
@@ -72,6 +73,23 @@ def prewarm(proc: Any) -> None:
         http_context._create_ssl_context()
     except Exception as error:  # noqa: BLE001 - a private helper of livekit-agents: if it moved, say so
         logger.debug("TLS context not preloaded: %s: %s", type(error).__name__, error)
+
+
+def _import_all_of_anyio() -> None:
+    """anyio imports its parts lazily, one on each first use by the LLM/TTS clients' HTTP stack (each
+    100-120 ms of a stalled call in the room tests' logs, one after another): import them all here."""
+    import importlib
+    import pkgutil
+
+    import anyio
+
+    for module in pkgutil.walk_packages(anyio.__path__, "anyio."):
+        if module.name.startswith(("anyio.pytest_plugin", "anyio._backends._trio")):
+            continue
+        try:
+            importlib.import_module(module.name)
+        except Exception:  # noqa: BLE001 - an optional part (a missing extra) is not ours to load
+            continue
 
 
 def _vad_for(ctx: Any) -> Any:

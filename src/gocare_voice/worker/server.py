@@ -43,6 +43,8 @@ def build_server(
         options["num_idle_processes"] = settings.worker_idle_processes
     if settings.worker_load_threshold is not None:
         options["load_threshold"] = settings.worker_load_threshold
+    if settings.worker_job_memory_limit_mb:
+        options["job_memory_limit_mb"] = settings.worker_job_memory_limit_mb
     if settings.worker_drain_timeout is not None:
         options["drain_timeout"] = settings.worker_drain_timeout
     options.update(server_options)
