@@ -191,6 +191,10 @@ class Settings(BaseSettings):
     upload_max_seconds: float = Field(
         300.0, gt=0, validation_alias="GOCARE_UPLOAD_MAX_SECONDS"
     )
+    upload_decode_timeout: float = Field(
+        20.0, gt=0, le=600, validation_alias="GOCARE_UPLOAD_DECODE_TIMEOUT"
+    )
+    """Wall-clock seconds one upload's decode may take before its worker process is killed."""
     stage_timeout: float = Field(
         30.0, gt=0, validation_alias="GOCARE_STAGE_TIMEOUT"
     )

@@ -234,7 +234,9 @@ def build_voice_router(settings: Settings) -> APIRouter:
         data = await read_upload(request, max_file_bytes=settings.upload_max_bytes)
         read_done = time.perf_counter()
         try:
-            audio = await pipeline.audio.decode(data, max_seconds=settings.upload_max_seconds)
+            audio = await pipeline.audio.decode(
+                data, max_seconds=settings.upload_max_seconds, timeout=settings.upload_decode_timeout
+            )
         except AudioError as error:
             log.info("voice upload refused: %s (%d bytes)", error.code, len(data))
             raise ApiError(error.status, error.code, error.message) from None
