@@ -10,7 +10,9 @@ from gocare_voice.settings import Settings
 from gocare_voice.token_service.auth import Authenticator, Caller
 from gocare_voice.token_service.errors import ApiError
 from gocare_voice.token_service.minting import TokenMinter
+from gocare_voice.token_service import rooms
 from gocare_voice.token_service.ratelimit import RateLimiter, retry_after_header
+from gocare_voice.token_service.rooms import SEPARATOR, room_owner
 
 
 @dataclass(slots=True)
@@ -52,23 +54,21 @@ async def require_caller(request: Request) -> Caller:
 
 
 def authorize_room(caller: Caller, room: str) -> str:
-    """With caller authentication on, a user may only join its own rooms: ``<sub>`` or ``<sub>-<anything>``.
-    Without this any signed-in user could join (and listen to) another user's call by guessing its name."""
+    """With caller authentication on, a user may only join its own rooms (``rooms.room_owner``). Without
+    this any signed-in user could join (and listen to) another user's call by guessing its name."""
     subject = caller.subject
-    if subject is None or room == subject or room.startswith(subject + "-"):
+    if subject is None or room_owner(room) == subject:
         return room
     raise ApiError(
         403, "room_not_allowed",
-        f"you may only join your own rooms: '{subject}' or names starting with '{subject}-'",
+        f"you may only join your own rooms: '{subject}{SEPARATOR}<suffix>' with a suffix that contains no "
+        f"'{SEPARATOR}' (or send no room and the service picks one)",
     )
 
 
 def own_room_name(caller: Caller) -> str:
     """A fresh room when the caller did not name one."""
-    import secrets
-
-    prefix = caller.subject if caller.subject is not None else "gocare"
-    return f"{prefix}-{secrets.token_hex(6)}"
+    return rooms.own_room_name(caller.subject)
 
 
 async def read_json_body(request: Request, *, limit: int) -> object:

@@ -13,7 +13,11 @@ from pydantic import BaseModel, Field
 
 
 class LegacyTokenRequest(BaseModel):
-    room: str = Field(..., min_length=1, max_length=128, examples=["care-1234"])
+    room: str | None = Field(
+        None, min_length=1, max_length=128, examples=["user-42-care"],
+        description="Without it the service picks a fresh room. In jwt mode only '<sub>-<suffix>' with a "
+        "suffix free of '-' (403 room_not_allowed otherwise).",
+    )
     identity: str | None = Field(None, min_length=1, max_length=128, examples=["user-42"],
                                  description="Required when caller authentication is off; else the caller's sub.")
     name: str | None = Field(None, max_length=128, examples=["John Doe"])
