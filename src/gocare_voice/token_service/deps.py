@@ -37,17 +37,18 @@ def _charge(limiter: RateLimiter | None, key: str) -> None:
 
 
 async def require_caller(request: Request) -> Caller:
-    """The caller, charged to its own rate limit. A failed authentication is charged to the client's IP,
-    so guessing tokens costs the same as asking for them."""
+    """The caller, charged to its own rate limit. A failed authentication of any kind is charged to the
+    client's IP, so guessing tokens costs the same as asking for them."""
     svc: Services = request.app.state.services
     client_host = request.client.host if request.client else None
     try:
         caller = await svc.authenticator.authenticate(
             authorization=request.headers.get("authorization"), client_host=client_host
         )
-    except ApiError as error:
-        if error.status == 401:
-            _charge(svc.limiter, f"ip:{client_host or 'unknown'}")
+    except ApiError:
+        # every failure counts (401s, and 503s while the JWKS is down): a caller cannot make the service
+        # fetch keys or verify signatures for free
+        _charge(svc.limiter, f"ip:{client_host or 'unknown'}")
         raise
     _charge(svc.limiter, caller.rate_key)
     return caller
