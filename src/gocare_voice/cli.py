@@ -86,14 +86,29 @@ def token_server(
     reload: bool = typer.Option(False, help="Reload on code changes (development)."),
     log_level: Optional[str] = typer.Option(None, help="Log level (default: LOG_LEVEL)."),
     access_log: bool = typer.Option(True, help="Log one line per request (paths only, never tokens)."),
+    max_header_bytes: Optional[int] = typer.Option(None, help="Largest request headers (default GOCARE_HTTP_MAX_HEADER_BYTES)."),
+    header_timeout: Optional[float] = typer.Option(None, help="Seconds to receive headers (GOCARE_HTTP_HEADER_TIMEOUT)."),
+    body_timeout: Optional[float] = typer.Option(None, help="Seconds a body may stall (GOCARE_HTTP_BODY_TIMEOUT)."),
+    idle_timeout: Optional[float] = typer.Option(None, help="Keep-alive idle seconds (GOCARE_HTTP_IDLE_TIMEOUT)."),
+    max_connections: Optional[int] = typer.Option(None, help="Open connections (GOCARE_HTTP_MAX_CONNECTIONS)."),
 ) -> None:
     """Run the token service: POST /getToken, POST /api/token, POST /voice/upload, GET /health."""
-    overrides = {"log_level": log_level} if log_level else {}
-    settings = load_cli_settings(**overrides)
-    configure_logging(settings.log_level)
     import os
 
+    limit_options = {
+        "http_max_header_bytes": max_header_bytes, "http_header_timeout": header_timeout,
+        "http_body_timeout": body_timeout, "http_idle_timeout": idle_timeout,
+        "http_max_connections": max_connections,
+    }
+    overrides: dict[str, object] = {k: v for k, v in limit_options.items() if v is not None}
+    if log_level:
+        overrides["log_level"] = log_level
+    settings = load_cli_settings(**overrides)
+    configure_logging(settings.log_level)
     import uvicorn
+
+    from gocare_voice.settings import Settings as _Settings
+    from gocare_voice.token_service.serving import ConnectionLimits, uvicorn_options
 
     listen_port = port or settings.port
     busy = _port_problem(host, listen_port)
@@ -104,6 +119,11 @@ def token_server(
         os.environ.setdefault("GOCARE_ENV_FILE", str(_state.env_file))
     if log_level:
         os.environ["LOG_LEVEL"] = settings.log_level
+    for field in limit_options:  # worker processes (--workers, --reload) read the settings themselves
+        if field in overrides:
+            os.environ[str(_Settings.model_fields[field].validation_alias)] = str(overrides[field])
+    limits = ConnectionLimits.from_settings(settings)
+    options = uvicorn_options(limits)
     err_console.print(
         f"gocare token service on http://{host}:{listen_port}  (LiveKit {settings.livekit_url}, "
         f"agent '{settings.agent_name}', auth {settings.auth_mode.value})", highlight=False,
@@ -111,12 +131,12 @@ def token_server(
     if workers > 1 or reload:
         uvicorn.run("gocare_voice.token_service.asgi:app_from_env", factory=True, host=host, port=listen_port,
                     workers=workers, reload=reload, log_level=settings.log_level.lower(),
-                    access_log=access_log, log_config=None)
+                    access_log=access_log, log_config=None, **options)
     else:
         from gocare_voice.token_service.app import create_app
 
         uvicorn.run(create_app(settings), host=host, port=listen_port, log_level=settings.log_level.lower(),
-                    access_log=access_log, log_config=None)
+                    access_log=access_log, log_config=None, **options)
 
 
 def _port_problem(host: str, port: int) -> str | None:

@@ -147,6 +147,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024, ge=256, le=1024 * 1024, validation_alias="GOCARE_MAX_BODY_BYTES"
     )
+    http_max_header_bytes: int = Field(
+        16 * 1024, ge=1024, le=1024 * 1024, validation_alias="GOCARE_HTTP_MAX_HEADER_BYTES"
+    )
+    """Request line + headers of one request (431 above); LiveKit tokens and app JWTs fit in a few KB."""
+    http_header_timeout: float = Field(10.0, gt=0, le=600, validation_alias="GOCARE_HTTP_HEADER_TIMEOUT")
+    """Seconds from a connection (or a request's first byte) to its complete headers (408 past it)."""
+    http_body_timeout: float = Field(30.0, gt=0, le=600, validation_alias="GOCARE_HTTP_BODY_TIMEOUT")
+    """Seconds the body may go without a byte arriving (the connection is closed past it)."""
+    http_idle_timeout: float = Field(5.0, gt=0, le=600, validation_alias="GOCARE_HTTP_IDLE_TIMEOUT")
+    """Seconds a kept-alive connection may wait for its next request."""
+    http_max_connections: int = Field(512, ge=1, le=100_000, validation_alias="GOCARE_HTTP_MAX_CONNECTIONS")
+    """Open connections per process; more are answered 503 and closed at once."""
 
     # --- providers --------------------------------------------------------------------------------
     llm_api_key: SecretStr | None = Field(None, validation_alias="LLM_API_KEY")
