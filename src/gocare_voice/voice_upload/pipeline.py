@@ -271,7 +271,8 @@ class VoiceUploadPipeline:
             else:
                 failure = StageFailure(
                     stage=stage, status=502, error=f"{stage}_failed",
-                    detail=f"The {label} failed: {error.message}"[:300],
+                    # not error.message: a provider's own words may echo the request, the text or the key
+                    detail=f"The {label} failed ({type(error).__name__}).",
                 )
         except AudioError as error:  # the reply's encode (tts stage): our own audio, the message says so
             failure = StageFailure(stage=stage, status=502, error=f"{stage}_failed", detail=error.message[:300])
