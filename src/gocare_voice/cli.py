@@ -221,8 +221,9 @@ def test_metadata(
     identity = reading.identity
     table = Table(title="What the worker sees", show_header=False, title_justify="left")
     shown = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-    # everything from the input is escaped: "[/]" in a name is text, not rich markup
-    table.add_row("input", escape((shown[:200] + "…") if len(shown) > 200 else shown))
+    # everything from the input is escaped: "[/]" in a name is text, not rich markup, and an ESC byte is
+    # shown as \x1b instead of reaching the terminal (a file can carry terminal control sequences)
+    table.add_row("input", escape(_visible((shown[:200] + "…") if len(shown) > 200 else shown)))
     table.add_row("userId", escape(identity.user_id) if identity.user_id else "[dim]none[/]")
     table.add_row("userName", escape(identity.user_name) if identity.user_name else "[dim]none[/]")
     table.add_row("greeting", escape(greeting_text(identity)))
@@ -235,6 +236,11 @@ def test_metadata(
     if strict and not identity.found:
         err_console.print("no identity in this metadata (--strict)")
         raise typer.Exit(1)
+
+
+def _visible(text: str) -> str:
+    """Control and other unprintable characters as escapes (``\x1b``, ``\u2028``); the rest unchanged."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def _probe(settings: Settings, *, metadata: str, room: Optional[str], timeout: float) -> None:

@@ -7,9 +7,8 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 
-from gocare_voice.conversation.identity import IDENTITY_KEYS
+from gocare_voice.conversation.identity import IDENTITY_KEYS, MetadataJSONError, parse_metadata_json
 from gocare_voice.token_service.errors import ApiError
 
 MAX_NAME_CHARS = 128
@@ -67,8 +66,8 @@ def check_metadata_object(value: Any, *, field: str) -> dict[str, Any]:
         if len(value.encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
             raise ApiError(422, "validation_error", f"'{field}' is larger than {MAX_METADATA_BYTES} bytes")
         try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError:
+            value = parse_metadata_json(value)
+        except MetadataJSONError:
             raise ApiError(422, "validation_error", f"'{field}' must be a JSON object encoded as a string") from None
     if not isinstance(value, dict):
         raise ApiError(422, "validation_error", f"'{field}' must be a JSON object")
@@ -136,9 +135,9 @@ def check_room_config(value: Any, *, agent_name: str) -> str | None:
             f"{MAX_METADATA_BYTES} characters"
         )
     try:
-        parsed = orjson.loads(metadata)
-    except orjson.JSONDecodeError:
-        return metadata  # free text for the agent: it holds no identity the worker would read
+        parsed = parse_metadata_json(metadata)  # the worker's own reader: what it cannot read holds no identity
+    except MetadataJSONError:
+        return metadata  # free text for the agent: the worker reads no identity from it either
     if isinstance(parsed, dict):
         _refuse_identity_keys(parsed, field="room_config.agents[0].metadata")
     return metadata
