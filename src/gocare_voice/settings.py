@@ -77,6 +77,17 @@ def parse_rate_limit(value: str) -> tuple[int, float] | None:
     return int(match.group(1)), float(_PERIOD_SECONDS[match.group(2).lower()])
 
 
+_LIVEKIT_URL = re.compile(
+    r"(?P<scheme>wss?|https?)://"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)"
+    r"(?::(?P<port>\d{1,5}))?(?P<path>/[A-Za-z0-9._~/-]*)?",
+    re.ASCII,
+)
+"""What LIVEKIT_URL may look like: one reading only. WHATWG URL parsing (the SDKs') treats ``\\`` as ``/``
+in special schemes, Python's ``urlsplit`` does not; user info, percent-escapes and non-ASCII hosts are read
+differently too. A URL outside this shape is refused instead of guessed."""
+
+
 def is_loopback_url(url: str) -> bool:
     host = (urlsplit(url).hostname or "").strip("[]").lower()
     if host in ("localhost",) or host.endswith(".localhost"):
@@ -240,10 +251,17 @@ class Settings(BaseSettings):
     @field_validator("livekit_url")
     @classmethod
     def _lk_url(cls, value: str) -> str:
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
-            raise ValueError("must be a ws://, wss://, http:// or https:// URL with a host")
-        return value.strip()
+        url = value.strip()
+        if not _LIVEKIT_URL.fullmatch(url):
+            raise ValueError(
+                "must be a ws://, wss://, http:// or https:// URL of the form scheme://host[:port][/path], "
+                "without user info ('@'), backslashes, spaces, a query or a fragment (URL parsers disagree "
+                "on those: 'ws://evil.com\\@localhost' is localhost to Python and evil.com to the LiveKit SDK)"
+            )
+        port = _LIVEKIT_URL.fullmatch(url).group("port")  # type: ignore[union-attr]
+        if port is not None and not 0 < int(port) < 65536:
+            raise ValueError(f"port {port} is out of range")
+        return url
 
     @field_validator("agent_name")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from gocare_voice.settings import Settings
 from gocare_voice.token_service.auth import Authenticator, Caller
@@ -85,11 +86,15 @@ async def read_json_body(request: Request, *, limit: int) -> object:
             raise ApiError(413, "payload_too_large", f"request body larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "payload_too_large", f"request body larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "payload_too_large", f"request body larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # the client went away mid-body: nobody reads the answer, but it must not be a logged 500
+        raise ApiError(400, "incomplete_body", "the connection closed before the body was complete") from None
     body = b"".join(chunks)
     if not body.strip():
         raise ApiError(400, "empty_body", "the request body is empty; send a JSON object")

@@ -118,6 +118,9 @@ def check_room_config(value: Any, *, agent_name: str) -> str | None:
     extra = sorted(set(dispatch) - {*_AGENT_NAME_KEYS, "metadata"})
     if extra:
         raise ApiError(422, "room_config_refused", f"room_config.agents[0] refused fields: {', '.join(extra)}")
+    for key in _AGENT_NAME_KEYS:
+        if key in dispatch and not isinstance(dispatch[key], str):
+            raise ApiError(422, "room_config_refused", f"room_config.agents[0].{key} must be a string")
     names = {dispatch[k] for k in _AGENT_NAME_KEYS if k in dispatch}
     if len(names) > 1:
         raise ApiError(422, "room_config_refused", "room_config.agents[0] names two different agents")
