@@ -206,7 +206,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 def _document_token_routes(app: FastAPI) -> None:
     """Starlette routes are invisible to FastAPI's schema generator: merge their description in."""
-    paths, components = token_paths()
+    paths, components = token_paths(identity_required=app.state.services.settings.auth_mode is AuthMode.none)
     build = app.openapi
 
     def openapi() -> dict[str, Any]:

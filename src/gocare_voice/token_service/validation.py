@@ -20,6 +20,17 @@ MAX_ATTRIBUTES = 32
 _REFUSED_FORMAT_CHARS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029")
 
 
+_CONTROL_CLASS = "\\u0000-\\u001f\\u007f-\\u009f\\ud800-\\udfff" + "".join(
+    f"\\u{ord(ch):04x}" for ch in sorted(_REFUSED_FORMAT_CHARS)
+)
+NAME_PATTERN = f"^[^{_CONTROL_CLASS}]*[^\\s{_CONTROL_CLASS}][^{_CONTROL_CLASS}]*$"
+"""``check_name``'s rule as a JSON-schema pattern, for the OpenAPI document: not blank, no control
+characters, surrogates, bidi overrides/isolates or line separators."""
+OPTIONAL_NAME_PATTERN = f"^[^{_CONTROL_CLASS}]*$"
+"""For optional fields: blank means "not given" there, control characters are still refused."""
+OPTIONAL_NAME_SCHEMA: dict[str, Any] = {"type": "string", "maxLength": MAX_NAME_CHARS, "pattern": OPTIONAL_NAME_PATTERN}
+
+
 def _has_control(text: str) -> bool:
     """Control characters, surrogates and the bidi/line-separator format characters. Other format
     characters stay allowed: zero-width joiners are part of emoji and of Indic and Arabic names."""
