@@ -121,3 +121,12 @@ def test_failed_speech_synthesis_loses_the_reply_text() -> None:
 def test_key_like_strings_are_redacted() -> None:
     assert "0123456789abcdef" not in scrub_provider_text("invalid key 0123456789abcdef0123456789abcdef01234567")
     assert scrub_provider_text("listening on 127.0.0.1:8081") == "listening on 127.0.0.1:8081"
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(max_size=320), spoken_numbers()), region=st.sampled_from(["IN", "US", "GB", "xx"]))
+def test_the_parser_never_raises_and_its_reason_holds_no_digits(text: str, region: str) -> None:
+    parsed = parse_phone_number(text, region=region)
+    assert parsed.ok == (parsed.reason is None)
+    if parsed.reason is not None:
+        assert not any(ch.isdecimal() for ch in parsed.reason.replace(f"({parsed.digit_count})", ""))
