@@ -39,7 +39,7 @@ def server() -> Iterator[tuple[int, psutil.Process]]:
          "--header-timeout", str(HEADER_TIMEOUT), "--body-timeout", str(BODY_TIMEOUT),
          "--idle-timeout", str(IDLE_TIMEOUT), "--max-connections", str(MAX_CONNECTIONS),
          "--max-header-bytes", str(MAX_HEADER_BYTES), "--no-access-log"],
-        env={**env, "GOCARE_RATE_LIMIT": "off"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**env, "GOCARE_RATE_LIMIT": "off"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
@@ -166,31 +166,16 @@ def test_connections_beyond_the_limit_are_refused_and_the_service_recovers(serve
 def test_forwarded_for_is_not_trusted_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a per-IP limit, X-Forwarded-For from 127.0.0.1 must not buy a fresh budget per request: uvicorn's
     own default trusts it from 127.0.0.1; ours trusts nobody until FORWARDED_ALLOW_IPS names the proxies."""
-    import threading
-
-    import uvicorn
-
     from gocare_voice.settings import Settings
     from gocare_voice.token_service.app import create_app
     from gocare_voice.token_service.serving import ConnectionLimits, uvicorn_options
+    from scripted.loopback import serve
 
     monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
     options = uvicorn_options(ConnectionLimits(max_header_bytes=8192, header_timeout=5, body_timeout=5,
                                                idle_timeout=5, max_connections=10))
-    config = uvicorn.Config(create_app(Settings(rate_limit="2/minute")), host="127.0.0.1", port=0,
-                            log_level="warning", **options)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-            codes = [http.post("/getToken", json={"identity": "u"}, headers={"X-Forwarded-For": f"203.0.113.{i}"})
-                     .status_code for i in range(3)]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve(create_app(Settings(rate_limit="2/minute")), **options) as port, \
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+        codes = [http.post("/getToken", json={"identity": "u"}, headers={"X-Forwarded-For": f"203.0.113.{i}"})
+                 .status_code for i in range(3)]
     assert codes == [200, 200, 429]

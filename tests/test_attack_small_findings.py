@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from gocare_voice.conversation.directory.errors import DirectoryError
 from gocare_voice.conversation.directory.service import UserDirectory
 from gocare_voice.settings import Settings, SettingsError, load_settings
 from gocare_voice.token_service.app import create_app
+from scripted.loopback import serve
 
 
 @pytest.mark.parametrize("room_config", [
@@ -31,16 +30,8 @@ def test_agent_name_of_the_wrong_type_is_422_not_500(room_config) -> None:
 
 @pytest.fixture
 def live_server():
-    config = uvicorn.Config(create_app(Settings(rate_limit="off")), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(create_app(Settings(rate_limit="off"))) as port:
+        yield port
 
 
 @pytest.mark.parametrize("path", ["/getToken", "/api/token"])

@@ -423,18 +423,9 @@ def test_jwks_unreachable_is_503_not_500() -> None:
 # --- a real server on loopback ---------------------------------------------------------------------------
 
 def test_real_uvicorn_on_loopback() -> None:
-    import uvicorn
+    from scripted.loopback import serve
 
-    config = uvicorn.Config(create_app(make_settings()), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    with serve(create_app(make_settings())) as port:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
             assert http.get("/health").json()["status"] == "ok"
             r = http.post("/getToken", json={"room": "loop", "identity": "u", "name": "Loop User"})
@@ -442,6 +433,3 @@ def test_real_uvicorn_on_loopback() -> None:
             assert verify(r.json()["token"]).video.room == "loop"
             bad = http.post("/getToken", content=b"{oops", headers={"Content-Type": "application/json"})
             assert bad.status_code == 400 and bad.json()["error"] == "invalid_json"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
