@@ -305,17 +305,19 @@ def test_jwt_valid_binds_identity_and_name(jwt_client: TestClient) -> None:
     assert r.json()["room_name"].startswith("user-7-")  # a generated room is the caller's own
 
 
-@pytest.mark.parametrize(("token", "fragment"), [
-    (None, "missing"),
-    ("Basic abc", "Bearer"),
-    ("Bearer ", "Bearer"),
-    ("Bearer not.a.jwt", "not valid"),
-    (f"Bearer {app_token(exp_in=-600)}", "expired"),
-    (f"Bearer {app_token(secret='forged-secret-forged-secret-forged')}", "not valid"),
-    (f"Bearer {app_token(aud='another-app')}", "audience"),
-    (f"Bearer {app_token(iss='https://evil.example')}", "issuer"),
+# tokens are made when the test runs, not at collection: a long session (room tests) outlives their exp
+@pytest.mark.parametrize(("make", "fragment"), [
+    (lambda: None, "missing"),
+    (lambda: "Basic abc", "Bearer"),
+    (lambda: "Bearer ", "Bearer"),
+    (lambda: "Bearer not.a.jwt", "not valid"),
+    (lambda: f"Bearer {app_token(exp_in=-600)}", "expired"),
+    (lambda: f"Bearer {app_token(secret='forged-secret-forged-secret-forged')}", "not valid"),
+    (lambda: f"Bearer {app_token(aud='another-app')}", "audience"),
+    (lambda: f"Bearer {app_token(iss='https://evil.example')}", "issuer"),
 ])
-def test_jwt_rejections_are_401(jwt_client: TestClient, token: str | None, fragment: str) -> None:
+def test_jwt_rejections_are_401(jwt_client: TestClient, make, fragment: str) -> None:
+    token = make()
     headers = {"Authorization": token} if token is not None else {}
     r = jwt_client.post("/getToken", json={"room": "r"}, headers=headers)
     assert r.status_code == 401
