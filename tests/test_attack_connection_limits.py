@@ -179,3 +179,52 @@ def test_forwarded_for_is_not_trusted_by_default(monkeypatch: pytest.MonkeyPatch
         codes = [http.post("/getToken", json={"identity": "u"}, headers={"X-Forwarded-For": f"203.0.113.{i}"})
                  .status_code for i in range(3)]
     assert codes == [200, 200, 429]
+
+
+def test_max_connections_fit_the_descriptor_limit(tmp_path) -> None:
+    """The report: 300 idle sockets on a 256-descriptor limit took the service down. Under ``ulimit -n 256``
+    the cap is lowered (with a warning) so the service refuses connections before it runs out."""
+    import resource
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOCARE_", "LIVEKIT_"))}
+
+    def limit_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gocare_voice", "--env-file", "/nonexistent", "token-server", "--port", str(port),
+         "--no-access-log", "--header-timeout", "30"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=limit_descriptors,
+    )
+    held: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        for _ in range(300):
+            held.append(_connect(port))
+        time.sleep(0.3)
+        assert proc.poll() is None, "the service died"
+        with _connect(port) as extra:
+            answer, _ = _read_until_closed(extra, limit=5)
+        assert answer.startswith(b"HTTP/1.1 503")
+        for sock in held:
+            sock.close()
+        held.clear()
+        time.sleep(0.5)
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+    finally:
+        for sock in held:
+            sock.close()
+        proc.terminate()
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+    assert "does not fit the descriptor limit (256" in err

@@ -108,7 +108,7 @@ def token_server(
     import uvicorn
 
     from gocare_voice.settings import Settings as _Settings
-    from gocare_voice.token_service.serving import ConnectionLimits, uvicorn_options
+    from gocare_voice.token_service.serving import ConnectionLimits, fit_to_descriptors, uvicorn_options
 
     listen_port = port or settings.port
     busy = _port_problem(host, listen_port)
@@ -122,7 +122,10 @@ def token_server(
     for field in limit_options:  # worker processes (--workers, --reload) read the settings themselves
         if field in overrides:
             os.environ[str(_Settings.model_fields[field].validation_alias)] = str(overrides[field])
-    limits = ConnectionLimits.from_settings(settings)
+    limits, lowered = fit_to_descriptors(ConnectionLimits.from_settings(settings))
+    if lowered:
+        err_console.print(f"warning: {lowered}", highlight=False)
+        os.environ["GOCARE_HTTP_MAX_CONNECTIONS"] = str(limits.max_connections)
     options = uvicorn_options(limits)
     err_console.print(
         f"gocare token service on http://{host}:{listen_port}  (LiveKit {settings.livekit_url}, "

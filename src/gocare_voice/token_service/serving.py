@@ -151,6 +151,27 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             super().on_message_complete()
 
 
+DESCRIPTOR_RESERVE = 64
+"""Descriptors kept for everything but client connections: the listening socket, logs, the decoder pool's
+pipes, provider and LiveKit connections."""
+
+
+def fit_to_descriptors(limits: ConnectionLimits) -> tuple[ConnectionLimits, str | None]:
+    """``max_connections`` lowered to what the process's descriptor limit (``ulimit -n``) can hold, with a
+    line saying so: 300 idle sockets on a 256-descriptor limit took the service down even with a cap of 512."""
+    import dataclasses
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or limits.max_connections + DESCRIPTOR_RESERVE <= soft:
+        return limits, None
+    fitted = max(1, soft - DESCRIPTOR_RESERVE)
+    return dataclasses.replace(limits, max_connections=fitted), (
+        f"GOCARE_HTTP_MAX_CONNECTIONS={limits.max_connections} does not fit the descriptor limit ({soft}, "
+        f"ulimit -n); using {fitted}"
+    )
+
+
 def uvicorn_options(limits: ConnectionLimits) -> dict[str, Any]:
     """Keyword arguments for ``uvicorn.run`` that apply the limits and the forwarded-header policy."""
     GuardedHttpProtocol.limits = limits
