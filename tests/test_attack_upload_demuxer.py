@@ -79,6 +79,24 @@ def test_ffconcat_playlist_is_no_local_file_oracle(recordings, tmp_path, monkeyp
     assert len(set(answers)) == 1
 
 
+def test_nested_opens_are_refused_even_by_a_demuxer_that_makes_them(recordings, tmp_path, monkeypatch) -> None:
+    """Defence in depth: should a demuxer that opens other inputs ever be selected, the options every
+    upload is opened with refuse its nested opens (here FFmpeg's concat demuxer, which reads files)."""
+    import io
+
+    import av
+
+    from gocare_voice.audio.decode import OPEN_OPTIONS
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exists.wav").write_bytes(recordings.bytes("wav"))
+    playlist = ffconcat("exists.wav")
+    with av.open(io.BytesIO(playlist), format="concat", options={"safe": "0"}) as opened:
+        assert opened.streams.audio, "without the options the playlist reads the local file"
+    with pytest.raises(av.error.FFmpegError):
+        av.open(io.BytesIO(playlist), format="concat", options={"safe": "0", **OPEN_OPTIONS})
+
+
 def test_absurd_sample_rate_is_a_4xx_not_a_memory_error() -> None:
     with pytest.raises(UnsupportedCodecError, match="2147483647 Hz"):
         decode_audio(wav(rate=2_147_483_647), max_seconds=10)

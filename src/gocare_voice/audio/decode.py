@@ -21,7 +21,7 @@ demuxers, and some of them reach outside the upload: an SDP file makes it bind U
 uploader names (and wait for RTP for seconds), an ``ffconcat`` playlist opens files relative to the
 working directory (a local-file oracle), HLS and DASH fetch URLs. So the first bytes are sniffed, the one
 demuxer for that container is named explicitly (``format=``), and every nested open a demuxer might try
-(external references in MP4, playlists) is refused by our ``io_open``. Bytes that sniff as nothing are not
+(external references in MP4, playlists) is refused by an empty protocol whitelist. Bytes that sniff as nothing are not
 audio, whatever FFmpeg could make of them. A wall-clock limit per decode lives in ``workers.py``.
 
 The duration limit is enforced while decoding: a 25 MB file at 6 kbit/s is nine hours of audio, so the
@@ -185,23 +185,21 @@ def _wav_is_complete(data: bytes) -> bool:
     return False
 
 
-class NestedOpenRefused(PermissionError):
-    """Raised into FFmpeg when a demuxer tries to open another file or URL while reading an upload."""
-
-
-def _refuse_nested_open(url: str, flags: int, options: dict[str, str]) -> object:
-    # the upload is the only input: MP4 external data references, playlists and the like get nothing
-    raise NestedOpenRefused("nested open refused")
+OPEN_OPTIONS = {"protocol_whitelist": "none"}
+"""No URL protocol at all (there is none named "none"): the upload itself is read through PyAV's file
+object, which needs no protocol, and any nested open a demuxer attempts (MP4 external references, a
+playlist's entries) is refused by FFmpeg. Demuxers that open nested inputs copy the whitelist to them.
+Not PyAV's ``io_open`` hook: FFmpeg's concat demuxer opens its entries without it (tested)."""
 
 
 def _open(data: bytes, kind: str) -> av.container.InputContainer:
     try:
         return av.open(
-            io.BytesIO(data), mode="r", format=_DEMUXERS[kind], metadata_errors="ignore",
-            io_open=_refuse_nested_open,
+            io.BytesIO(data), mode="r", format=_DEMUXERS[kind], options=dict(OPEN_OPTIONS),
+            metadata_errors="ignore",
         )
     except (av.error.FFmpegError, OSError, MemoryError) as error:
-        # av.error.MemoryError (an absurd header) is both; a refused nested open arrives as OSError
+        # av.error.MemoryError (an absurd header) is both
         raise CorruptAudioError(
             f"The file starts like a recording ({kind.upper()}) but cannot be read; it is probably "
             "truncated (an incomplete upload) or damaged. Please record and send it again."
