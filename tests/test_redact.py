@@ -15,7 +15,7 @@ def test_mask_phone_keeps_country_code_and_last_four() -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("my number is 98765 43210", "my number is ********10"),
-    ("call +91-98765-43210 please", "call **********10 please"),
+    ("call +91-98765-43210 please", "call +**********10 please"),
     ("it's (987) 654 3210", "it's (********10"),
     ("9876543210", "********10"),
 ])

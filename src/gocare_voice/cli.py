@@ -111,14 +111,29 @@ def token_server(
     reload: bool = typer.Option(False, help="Reload on code changes (development)."),
     log_level: Optional[str] = typer.Option(None, help="Log level (default: LOG_LEVEL)."),
     access_log: bool = typer.Option(True, help="Log one line per request (paths only, never tokens)."),
+    max_header_bytes: Optional[int] = typer.Option(None, help="Largest request headers (default GOCARE_HTTP_MAX_HEADER_BYTES)."),
+    header_timeout: Optional[float] = typer.Option(None, help="Seconds to receive headers (GOCARE_HTTP_HEADER_TIMEOUT)."),
+    body_timeout: Optional[float] = typer.Option(None, help="Seconds a body may stall (GOCARE_HTTP_BODY_TIMEOUT)."),
+    idle_timeout: Optional[float] = typer.Option(None, help="Keep-alive idle seconds (GOCARE_HTTP_IDLE_TIMEOUT)."),
+    max_connections: Optional[int] = typer.Option(None, help="Open connections (GOCARE_HTTP_MAX_CONNECTIONS)."),
 ) -> None:
     """Run the token service: POST /getToken, POST /api/token, POST /voice/upload, GET /health."""
-    overrides = {"log_level": log_level} if log_level else {}
-    settings = load_cli_settings(**overrides)
-    configure_logging(settings.log_level)
     import os
 
+    limit_options = {
+        "http_max_header_bytes": max_header_bytes, "http_header_timeout": header_timeout,
+        "http_body_timeout": body_timeout, "http_idle_timeout": idle_timeout,
+        "http_max_connections": max_connections,
+    }
+    overrides: dict[str, object] = {k: v for k, v in limit_options.items() if v is not None}
+    if log_level:
+        overrides["log_level"] = log_level
+    settings = load_cli_settings(**overrides)
+    configure_logging(settings.log_level)
     import uvicorn
+
+    from gocare_voice.settings import Settings as _Settings
+    from gocare_voice.token_service.serving import ConnectionLimits, fit_to_descriptors, uvicorn_options
 
     listen_port = port or settings.port
     busy = _port_problem(host, listen_port)
@@ -129,6 +144,14 @@ def token_server(
         os.environ.setdefault("GOCARE_ENV_FILE", str(_state.env_file))
     if log_level:
         os.environ["LOG_LEVEL"] = settings.log_level
+    for field in limit_options:  # worker processes (--workers, --reload) read the settings themselves
+        if field in overrides:
+            os.environ[str(_Settings.model_fields[field].validation_alias)] = str(overrides[field])
+    limits, lowered = fit_to_descriptors(ConnectionLimits.from_settings(settings))
+    if lowered:
+        err_console.print(f"warning: {lowered}", highlight=False)
+        os.environ["GOCARE_HTTP_MAX_CONNECTIONS"] = str(limits.max_connections)
+    options = uvicorn_options(limits)
     err_console.print(
         f"gocare token service on http://{host}:{listen_port}  (LiveKit {settings.livekit_url}, "
         f"agent '{settings.agent_name}', auth {settings.auth_mode.value})", highlight=False,
@@ -137,12 +160,12 @@ def token_server(
         if workers > 1 or reload:
             uvicorn.run("gocare_voice.token_service.asgi:app_from_env", factory=True, host=host, port=listen_port,
                         workers=workers, reload=reload, log_level=settings.log_level.lower(),
-                        access_log=access_log, log_config=None)
+                        access_log=access_log, log_config=None, **options)
         else:
             from gocare_voice.token_service.app import create_app
 
             uvicorn.run(create_app(settings), host=host, port=listen_port, log_level=settings.log_level.lower(),
-                        access_log=access_log, log_config=None)
+                        access_log=access_log, log_config=None, **options)
     except KeyboardInterrupt:
         # uvicorn shuts down gracefully on Ctrl+C, then re-raises the signal: that is the expected way out
         pass
@@ -243,8 +266,9 @@ def test_metadata(
     identity = reading.identity
     table = Table(title="What the worker sees", show_header=False, title_justify="left")
     shown = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-    # everything from the input is escaped: "[/]" in a name is text, not rich markup
-    table.add_row("input", escape((shown[:200] + "…") if len(shown) > 200 else shown))
+    # everything from the input is escaped: "[/]" in a name is text, not rich markup, and an ESC byte is
+    # shown as \x1b instead of reaching the terminal (a file can carry terminal control sequences)
+    table.add_row("input", escape(_visible((shown[:200] + "…") if len(shown) > 200 else shown)))
     table.add_row("userId", escape(identity.user_id) if identity.user_id else "[dim]none[/]")
     table.add_row("userName", escape(identity.user_name) if identity.user_name else "[dim]none[/]")
     table.add_row("greeting", escape(greeting_text(identity)))
@@ -257,6 +281,11 @@ def test_metadata(
     if strict and not identity.found:
         err_console.print("no identity in this metadata (--strict)")
         raise typer.Exit(1)
+
+
+def _visible(text: str) -> str:
+    """Control and other unprintable characters as escapes (``\x1b``, ``\u2028``); the rest unchanged."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def _probe(settings: Settings, *, metadata: str, room: Optional[str], timeout: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 
 _DIGIT = re.compile(r"\d")
 
@@ -20,24 +21,91 @@ def mask_phone(number: str | None) -> str:
     return head + "*" * (len(digits) - keep_head - 4) + "".join(digits[-4:])
 
 
-# digits with the separators people say or type between them; not inside words, IP addresses or versions
-_DIGIT_RUN = re.compile(r"(?<![\w.:/])\+?\d[\d\s()-]{4,}\d(?![\w.:/])")
-_DIGIT_WORD = r"(?:zero|oh|o|one|two|three|four|five|six|seven|eight|nine|double|triple|plus)"
-_WORD_RUN = re.compile(rf"\b{_DIGIT_WORD}(?:[\s,.-]+{_DIGIT_WORD}){{5,}}\b", re.IGNORECASE)
+# What may stand between two parts of one spoken or typed number: up to three characters that are neither
+# letters nor digits (spaces, "-", ".", ",", "/", brackets, a zero-width space, ...), on one line. The phone
+# parser skips every such character, so "98765/43210", "98,765,43,210" and "9.8.7.6.5.4.3.2.1.0" are numbers
+# to it; a masker that knew only spaces and dashes let them through.
+_PART = re.compile(r"\d|[^\W\d_]+|_|[^\w\n]{1,3}(?=[\w])|[^\w]+")
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?")
+_MIN_DIGITS = 6
+
+
+def _is_number_word(word: str) -> bool:
+    from gocare_voice.conversation.phone import NUMBER_WORDS
+
+    return unicodedata.normalize("NFKC", word).lower() in NUMBER_WORDS
 
 
 def mask_digit_runs(text: str) -> str:
-    """Mask anything that looks like a phone number inside free text (a transcript): runs of six or more
-    digits, with the separators people say or type between them, keep only their last two digits; six or
-    more number words in a row ("nine eight seven six five four ...") become ``<number words>``."""
+    """Mask everything the phone parser would read as six or more digits inside free text (a transcript, a
+    livekit log line): runs of digits and number words ("nine eight", "ninety eight", "double five") joined by
+    the separators the parser skips. A run of digits keeps its last two; one with words becomes
+    ``<number words>``. Left alone: digits glued to letters or ``_`` (ids like ``AJ_1234567``, ``v1.8.9``) and
+    IPv4 addresses with an optional port. Filler words between the parts ("nine um eight ...") end a run."""
+    from gocare_voice.conversation.phone import spoken_to_dial_string
 
-    def _mask(match: re.Match[str]) -> str:
-        digits = _DIGIT.findall(match.group(0))
-        if len(digits) < 6:
-            return match.group(0)
-        return "*" * (len(digits) - 2) + "".join(digits[-2:])
+    out: list[str] = []
+    run: list[str] = []  # the parts of the current run, separators included
+    pending: list[str] = []  # separators seen after the run's last number part
+    glued = False  # the run touches a letter or "_" directly: an identifier, not a number
+    has_word = False
 
-    return _WORD_RUN.sub("<number words>", _DIGIT_RUN.sub(_mask, text))
+    def flush() -> None:
+        nonlocal run, glued, has_word
+        if run:
+            chunk = "".join(run)
+            digits = spoken_to_dial_string(chunk).lstrip("+")
+            if glued or len(digits) < _MIN_DIGITS or _IPV4.fullmatch(chunk):
+                out.append(chunk)
+            elif has_word:
+                out.append("<number words>")
+            else:
+                out.append("*" * (len(digits) - 2) + digits[-2:])
+        out.extend(pending)
+        run, glued, has_word = [], False, False
+        pending.clear()
+
+    previous = ""
+    for match in _PART.finditer(text):
+        part = match.group(0)
+        is_digit = len(part) == 1 and part.isdecimal()
+        is_word = part[0].isalpha() and _is_number_word(part)
+        if is_digit or is_word:
+            if run:
+                run.extend(pending)
+                pending.clear()
+            elif is_digit and (previous[-1:].isalpha() or previous == "_"):
+                glued = True
+            run.append(part)
+            has_word = has_word or is_word
+        elif (run and not pending and part[0].isalpha()) or part == "_":
+            if run and run[-1].isdecimal():
+                glued = True  # "1234567abc": digits glued to a word
+            flush()
+            out.append(part)
+        elif run and not part[0].isalnum() and part != "_" and len(part) <= 3 and "\n" not in part:
+            pending.append(part)
+        else:
+            flush()
+            out.append(part)
+        previous = part
+    flush()
+    return "".join(out)
+
+
+_FOR_TEXT = re.compile(r"(for text: ).*?(?=, retrying in |$)", re.DOTALL)
+_BODY = re.compile(r"(, )?body=.*?(?=, retrying in |$)", re.DOTALL)
+_SECRET_LIKE = re.compile(r"(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{24,}(?:\.[\w-]{8,}){0,2}")
+
+
+def scrub_provider_text(text: str) -> str:
+    """A provider's error as livekit words it, without what the provider sent back. Bodies go (a provider
+    that echoes the request or the key would put it in the log), the reply text a TTS failed to speak goes
+    (``failed to synthesize speech: no audio frames were pushed for text: ...``), and key- or token-like
+    strings (24+ letters and digits) become ``<redacted>``."""
+    text = _FOR_TEXT.sub(r"\1<text omitted>", text)
+    text = _BODY.sub("", text)
+    return _SECRET_LIKE.sub("<redacted>", text)
 
 
 class PiiLogFilter(logging.Filter):
@@ -56,7 +124,7 @@ class PiiLogFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a broken format string is the logging module's to report
             return True
-        masked = mask_digit_runs(message)
+        masked = scrub_provider_text(mask_digit_runs(message))
         if masked != message:
             record.msg, record.args = masked, None
         return True

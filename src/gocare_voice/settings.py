@@ -94,6 +94,17 @@ def _host(url: str) -> str:
     return (urlsplit(url).hostname or "").strip("[]").lower()
 
 
+_LIVEKIT_URL = re.compile(
+    r"(?P<scheme>wss?|https?)://"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)"
+    r"(?::(?P<port>\d{1,5}))?(?P<path>/[A-Za-z0-9._~/-]*)?",
+    re.ASCII,
+)
+"""What LIVEKIT_URL may look like: one reading only. WHATWG URL parsing (the SDKs') treats ``\\`` as ``/``
+in special schemes, Python's ``urlsplit`` does not; user info, percent-escapes and non-ASCII hosts are read
+differently too. A URL outside this shape is refused instead of guessed."""
+
+
 def is_loopback_url(url: str) -> bool:
     host = _host(url)
     if host in ("localhost",) or host.endswith(".localhost"):
@@ -199,6 +210,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024, ge=256, le=1024 * 1024, validation_alias="GOCARE_MAX_BODY_BYTES"
     )
+    http_max_header_bytes: int = Field(
+        16 * 1024, ge=1024, le=1024 * 1024, validation_alias="GOCARE_HTTP_MAX_HEADER_BYTES"
+    )
+    """Request line + headers of one request (431 above); LiveKit tokens and app JWTs fit in a few KB."""
+    http_header_timeout: float = Field(10.0, gt=0, le=600, validation_alias="GOCARE_HTTP_HEADER_TIMEOUT")
+    """Seconds from a connection (or a request's first byte) to its complete headers (408 past it)."""
+    http_body_timeout: float = Field(30.0, gt=0, le=600, validation_alias="GOCARE_HTTP_BODY_TIMEOUT")
+    """Seconds the body may go without a byte arriving (the connection is closed past it)."""
+    http_idle_timeout: float = Field(5.0, gt=0, le=600, validation_alias="GOCARE_HTTP_IDLE_TIMEOUT")
+    """Seconds a kept-alive connection may wait for its next request."""
+    http_max_connections: int = Field(512, ge=1, le=100_000, validation_alias="GOCARE_HTTP_MAX_CONNECTIONS")
+    """Open connections per process; more are answered 503 and closed at once."""
 
     # --- providers --------------------------------------------------------------------------------
     llm_api_key: SecretStr | None = Field(None, validation_alias="LLM_API_KEY")
@@ -252,6 +275,10 @@ class Settings(BaseSettings):
     upload_max_seconds: float = Field(
         300.0, gt=0, validation_alias="GOCARE_UPLOAD_MAX_SECONDS"
     )
+    upload_decode_timeout: float = Field(
+        20.0, gt=0, le=600, validation_alias="GOCARE_UPLOAD_DECODE_TIMEOUT"
+    )
+    """Wall-clock seconds one upload's decode may take before its worker process is killed."""
     stage_timeout: float = Field(
         30.0, gt=0, validation_alias="GOCARE_STAGE_TIMEOUT"
     )
@@ -284,10 +311,17 @@ class Settings(BaseSettings):
     def _lk_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
-            raise ValueError("must be a ws://, wss://, http:// or https:// URL with a host")
-        return value.strip()
+        url = value.strip()
+        if not _LIVEKIT_URL.fullmatch(url):
+            raise ValueError(
+                "must be a ws://, wss://, http:// or https:// URL of the form scheme://host[:port][/path], "
+                "without user info ('@'), backslashes, spaces, a query or a fragment (URL parsers disagree "
+                "on those: 'ws://evil.com\\@localhost' is localhost to Python and evil.com to the LiveKit SDK)"
+            )
+        port = _LIVEKIT_URL.fullmatch(url).group("port")  # type: ignore[union-attr]
+        if port is not None and not 0 < int(port) < 65536:
+            raise ValueError(f"port {port} is out of range")
+        return url
 
     @field_validator("agent_name")
     @classmethod

@@ -17,7 +17,7 @@ from .decode import (
     decode_audio,
     encode_speech,
 )
-from .workers import AudioWorkers, shared_audio_workers
+from .workers import AudioWorkers, DecodeTimeoutError, shared_audio_workers
 
 __all__ = [
     "ACCEPTED_FORMATS",
@@ -27,6 +27,7 @@ __all__ = [
     "AudioError",
     "AudioWorkers",
     "CorruptAudioError",
+    "DecodeTimeoutError",
     "DecodedAudio",
     "EmptyAudioError",
     "NotAudioError",

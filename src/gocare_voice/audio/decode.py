@@ -16,6 +16,14 @@ the first half of a cut-off WebM or MP3. A half recording would be transcribed a
 a file that decodes to clearly less than its own header announces (or an Ogg stream without its last page,
 or a WAV whose data chunk is cut short) is rejected as truncated.
 
+Why the container is chosen from the bytes, never by FFmpeg's probe: FFmpeg's probe picks any of its
+demuxers, and some of them reach outside the upload: an SDP file makes it bind UDP sockets on a port the
+uploader names (and wait for RTP for seconds), an ``ffconcat`` playlist opens files relative to the
+working directory (a local-file oracle), HLS and DASH fetch URLs. So the first bytes are sniffed, the one
+demuxer for that container is named explicitly (``format=``), and every nested open a demuxer might try
+(external references in MP4, playlists) is refused by an empty protocol whitelist. Bytes that sniff as nothing are not
+audio, whatever FFmpeg could make of them. A wall-clock limit per decode lives in ``workers.py``.
+
 The duration limit is enforced while decoding: a 25 MB file at 6 kbit/s is nine hours of audio, so the
 decoder stops as soon as the limit is passed instead of decoding everything and measuring afterwards.
 """
@@ -37,15 +45,6 @@ SPEECH_MIME = "audio/mpeg"
 """MP3 plays everywhere the app runs (Android MediaPlayer/ExoPlayer, iOS AVPlayer, browsers) and streams
 without the index-at-the-end problem M4A has."""
 
-_CONTAINERS: dict[str, str] = {
-    "matroska,webm": "webm",
-    "mov,mp4,m4a,3gp,3g2,mj2": "m4a",
-    "wav": "wav",
-    "mp3": "mp3",
-    "ogg": "ogg",
-    "flac": "flac",
-    "aac": "aac",
-}
 _CODECS = frozenset(
     {
         "opus", "libopus", "aac", "aac_fixed", "mp3", "mp3float", "vorbis", "flac",
@@ -53,6 +52,16 @@ _CODECS = frozenset(
     }
 )
 ACCEPTED_FORMATS = "WebM/Opus, M4A/AAC, WAV, MP3 or OGG"
+
+_DEMUXERS: dict[str, str] = {
+    "wav": "wav", "webm": "matroska", "m4a": "mov", "ogg": "ogg", "flac": "flac", "mp3": "mp3", "aac": "aac",
+}
+"""Sniffed container -> the only FFmpeg demuxer allowed to read it (see the module docstring)."""
+
+MIN_SAMPLE_RATE = 4000
+MAX_SAMPLE_RATE = 384_000
+"""What real recorders write (8 kHz telephony .. 384 kHz studio). A header declaring 2,147,483,647 Hz makes
+the resampler allocate gigabytes (``av.error.MemoryError``); it is a crafted file, not a recording."""
 
 # a decoded duration this much shorter than the header announces means the file was cut off
 _TRUNCATION_SLACK_SECONDS = 0.1
@@ -137,6 +146,16 @@ def sniff_container(data: bytes) -> str | None:
     return None
 
 
+_REFUSED_MAGIC: tuple[tuple[int, bytes, str], ...] = (
+    (8, b"AIFF", "aiff"), (8, b"AIFC", "aiff"), (0, b"caff", "caf"), (0, b"#!AMR", "amr"),
+)
+"""Containers people do send that we do not read: named in the answer instead of "not audio"."""
+
+
+def _refused_container(data: bytes) -> str | None:
+    return next((name for at, magic, name in _REFUSED_MAGIC if data[at : at + len(magic)] == magic), None)
+
+
 def _ogg_is_complete(data: bytes) -> bool:
     """True when the last Ogg page is whole and carries the end-of-stream flag (RFC 3533 requires it on
     the last page), i.e. the file was not cut off. FFmpeg's Ogg demuxer silently stops at a cut."""
@@ -166,17 +185,25 @@ def _wav_is_complete(data: bytes) -> bool:
     return False
 
 
-def _open(data: bytes) -> av.container.InputContainer:
+OPEN_OPTIONS = {"protocol_whitelist": "none"}
+"""No URL protocol at all (there is none named "none"): the upload itself is read through PyAV's file
+object, which needs no protocol, and any nested open a demuxer attempts (MP4 external references, a
+playlist's entries) is refused by FFmpeg. Demuxers that open nested inputs copy the whitelist to them.
+Not PyAV's ``io_open`` hook: FFmpeg's concat demuxer opens its entries without it (tested)."""
+
+
+def _open(data: bytes, kind: str) -> av.container.InputContainer:
     try:
-        return av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
-    except av.error.FFmpegError as error:
-        kind = sniff_container(data)
-        if kind is not None:
-            raise CorruptAudioError(
-                f"The file starts like a recording ({kind.upper()}) but cannot be read; it is probably "
-                "truncated (an incomplete upload) or damaged. Please record and send it again."
-            ) from error
-        raise NotAudioError(f"This file is not an audio recording we can read. Send {ACCEPTED_FORMATS}.") from error
+        return av.open(
+            io.BytesIO(data), mode="r", format=_DEMUXERS[kind], options=dict(OPEN_OPTIONS),
+            metadata_errors="ignore",
+        )
+    except (av.error.FFmpegError, OSError, MemoryError) as error:
+        # av.error.MemoryError (an absurd header) is both
+        raise CorruptAudioError(
+            f"The file starts like a recording ({kind.upper()}) but cannot be read; it is probably "
+            "truncated (an incomplete upload) or damaged. Please record and send it again."
+        ) from error
 
 
 def decode_audio(data: bytes, *, max_seconds: float, sample_rate: int = STT_SAMPLE_RATE) -> DecodedAudio:
@@ -186,29 +213,26 @@ def decode_audio(data: bytes, *, max_seconds: float, sample_rate: int = STT_SAMP
     Blocking (FFmpeg work): async code calls it through ``AudioWorkers.decode`` (a worker process)."""
     if not data:
         raise EmptyAudioError("The uploaded file is empty (0 bytes). Please record your message again.")
-    container = _open(data)
+    kind = sniff_container(data)
+    if kind is None and (refused := _refused_container(data)) is not None:
+        raise UnsupportedCodecError(
+            f"Recordings in the '{refused}' format are not supported. Send {ACCEPTED_FORMATS}."
+        )
+    if kind is None:
+        raise NotAudioError(f"This file is not an audio recording we can read. Send {ACCEPTED_FORMATS}.")
+    container = _open(data, kind)
     try:
-        return _decode(container, data, max_seconds=max_seconds, sample_rate=sample_rate)
+        return _decode(container, data, kind=kind, max_seconds=max_seconds, sample_rate=sample_rate)
     finally:
         container.close()
 
 
 def _decode(
-    container: av.container.InputContainer, data: bytes, *, max_seconds: float, sample_rate: int
+    container: av.container.InputContainer, data: bytes, *, kind: str, max_seconds: float, sample_rate: int
 ) -> DecodedAudio:
-    format_name = container.format.name
-    kind = _CONTAINERS.get(format_name)
     audio_streams = list(container.streams.audio)
     if not audio_streams:
-        if kind is None:
-            raise NotAudioError(
-                f"This file is not an audio recording (it looks like {format_name}). Send {ACCEPTED_FORMATS}."
-            )
         raise NotAudioError("The file holds no audio track. Please record your message again.")
-    if kind is None:
-        raise UnsupportedCodecError(
-            f"Recordings in the '{format_name}' format are not supported. Send {ACCEPTED_FORMATS}."
-        )
     stream = audio_streams[0]
     codec_context = stream.codec_context
     codec = codec_context.name if codec_context is not None else None
@@ -217,6 +241,12 @@ def _decode(
         raise UnsupportedCodecError(
             f"This {kind.upper()} file uses {what}, which is not supported. Send {ACCEPTED_FORMATS} "
             "(Opus, AAC, MP3, Vorbis, FLAC or PCM audio)."
+        )
+    rate = codec_context.sample_rate if codec_context is not None else 0
+    if not MIN_SAMPLE_RATE <= (rate or 0) <= MAX_SAMPLE_RATE:
+        raise UnsupportedCodecError(
+            f"This {kind.upper()} file declares a sample rate of {rate} Hz; recordings between "
+            f"{MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz are accepted. Send {ACCEPTED_FORMATS}."
         )
 
     declared = _declared_seconds(container, stream)
@@ -253,8 +283,6 @@ def _decode(
         if resampler is not None:
             take(resampler.resample(None))
     except AudioError:
-        raise
-    except MemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - FFmpegError, or PyAV's ValueError/TypeError on odd frames
         raise CorruptAudioError(

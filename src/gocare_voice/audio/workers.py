@@ -10,6 +10,12 @@ Why it is also safer: the decoders run on untrusted files. A decoder crash (a se
 out-of-memory kill) ends a worker process, not the token service that every call start depends on. The pool
 is rebuilt and the upload is retried once; a file that breaks the decoder twice is refused as corrupt.
 
+Why a wall-clock limit on every job: a decoder that loops or waits (a crafted file, an FFmpeg bug) would
+hold a worker forever, and a handful of such uploads would starve every legitimate one. A job still running
+after ``timeout`` seconds gets its pool's processes killed (SIGKILL: a stuck C loop ignores anything
+gentler), the pool is rebuilt, and the upload is refused with a sentence; other jobs that were running in
+the killed pool are retried once on the new one, like after a crash.
+
 Workers start with ``spawn`` (never ``fork`` a process that runs threads and an event loop) and import only
 ``gocare_voice.audio.decode`` and PyAV; like any ``spawn`` user, a program that starts the pool from a script
 needs the ``if __name__ == "__main__":`` guard (the ``gocare`` entry points have it). Workers are recycled
@@ -29,6 +35,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from gocare_voice.audio.decode import (
     STT_SAMPLE_RATE,
+    AudioError,
     CorruptAudioError,
     DecodedAudio,
     decode_audio,
@@ -41,6 +48,15 @@ DECODER_CRASHED = (
     "The recording could not be decoded: it crashed the audio decoder. Please record and send it again."
 )
 ENCODER_CRASHED = "The reply audio could not be produced: the audio encoder crashed."
+DEFAULT_TIMEOUT = 20.0
+"""Seconds a decode or encode may take: a 5-minute upload decodes in well under a second (docs/benchmarks.md)."""
+
+
+class DecodeTimeoutError(AudioError):
+    """The job outlived its wall-clock limit and its worker was killed."""
+
+    status = 422
+    code = "decode_timeout"
 
 
 def default_processes() -> int:
@@ -77,8 +93,11 @@ class AudioWorkers:
     """A lazily started process pool for ``decode_audio`` and ``encode_speech``; safe to share between
     requests and event loops; ``close()`` at shutdown."""
 
-    def __init__(self, *, processes: int | None = None, max_tasks_per_child: int = 500) -> None:
+    def __init__(
+        self, *, processes: int | None = None, max_tasks_per_child: int = 500, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         self._processes = processes or default_processes()
+        self.timeout = timeout
         self._max_tasks_per_child = max_tasks_per_child
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -99,10 +118,15 @@ class AudioWorkers:
                 )
             return self._pool
 
-    def _discard(self, pool: ProcessPoolExecutor) -> None:
+    def _discard(self, pool: ProcessPoolExecutor, *, kill: bool = False) -> None:
         with self._lock:
             if self._pool is pool:
                 self._pool = None
+        if kill:
+            # the executor has no "kill this job": end its processes; the executor then marks itself
+            # broken and fails its other jobs with BrokenProcessPool, which _run retries on a new pool
+            for process in list((pool._processes or {}).values()):  # noqa: SLF001 - no public handle
+                process.kill()
         pool.shutdown(wait=False, cancel_futures=True)
 
     async def start(self) -> None:
@@ -113,17 +137,27 @@ class AudioWorkers:
 
     async def call(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
         """``func(*args, **kwargs)`` in a worker; ``func`` must be a module-level (picklable) function.
-        A worker that dies twice is reported as a recording that crashed the decoder."""
+        A worker that dies twice is reported as a recording that crashed the decoder; one that runs past
+        ``self.timeout`` is killed and reported as ``DecodeTimeoutError``."""
         return await self._run(func, args, kwargs, crashed=DECODER_CRASHED)
 
-    async def _run(self, func, args, kwargs, *, crashed: str):  # type: ignore[no-untyped-def]
+    async def _run(self, func, args, kwargs, *, crashed: str, timeout: float | None = None):  # type: ignore[no-untyped-def]
         import functools
 
+        limit = timeout or self.timeout
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             pool = self._executor()
+            job = loop.run_in_executor(pool, functools.partial(func, *args, **kwargs))
             try:
-                return await loop.run_in_executor(pool, functools.partial(func, *args, **kwargs))
+                return await asyncio.wait_for(job, limit)
+            except asyncio.TimeoutError:
+                self._discard(pool, kill=True)
+                log.warning("audio worker killed: %s ran past %g s", func.__name__, limit)
+                raise DecodeTimeoutError(
+                    f"The recording could not be decoded within {limit:g} s, so it was stopped; the file "
+                    "is probably damaged. Please record and send it again."
+                ) from None
             except BrokenProcessPool:
                 # a worker died (decoder crash, OOM kill): every job in flight fails with it; rebuild and
                 # retry once, so only a file that kills the decoder again is refused
@@ -131,9 +165,15 @@ class AudioWorkers:
                 log.warning("audio worker process died during %s (attempt %d)", func.__name__, attempt)
         raise CorruptAudioError(crashed)
 
-    async def decode(self, data: bytes, *, max_seconds: float, sample_rate: int = STT_SAMPLE_RATE) -> DecodedAudio:
-        """``decode_audio`` in a worker process; raises the same ``AudioError`` subclasses."""
-        return await self.call(decode_audio, data, max_seconds=max_seconds, sample_rate=sample_rate)
+    async def decode(
+        self, data: bytes, *, max_seconds: float, sample_rate: int = STT_SAMPLE_RATE, timeout: float | None = None
+    ) -> DecodedAudio:
+        """``decode_audio`` in a worker process; raises the same ``AudioError`` subclasses, and
+        ``DecodeTimeoutError`` after ``timeout`` seconds (default ``self.timeout``)."""
+        return await self._run(
+            decode_audio, (data,), {"max_seconds": max_seconds, "sample_rate": sample_rate},
+            crashed=DECODER_CRASHED, timeout=timeout,
+        )
 
     async def encode(self, pcm: bytes, *, sample_rate: int, num_channels: int = 1) -> bytes:
         """``encode_speech`` in a worker process; our own TTS output, so a crash is not the user's file."""

@@ -7,7 +7,6 @@ these, so what the CLI prints is exactly what the agent will do. Malformed input
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +19,36 @@ ID_KEYS = ("userId", "user_id", "userid", "uid", "id")
 NAME_KEYS = ("userName", "user_name", "username", "name", "fullName", "full_name", "displayName")
 IDENTITY_KEYS = frozenset((*ID_KEYS, *NAME_KEYS, "user"))
 """Every key the worker reads an identity from; the token service lets no caller set them."""
+
+MAX_USER_NESTING = 4
+"""How deep ``{"user": {"user": ...}}`` is followed. Unbounded, ~980 levels raised RecursionError out of the
+reader (a traceback in ``gocare test-metadata``, an exception escaping the worker's join handler)."""
+
+_JSON_WHITESPACE = " \t\n\r"
+
+
+class MetadataJSONError(ValueError):
+    """Not a JSON text by RFC 8259 (what orjson accepts)."""
+
+
+def parse_metadata_json(text: str | bytes) -> Any:
+    """The one JSON reader for metadata, used by the token service when it checks what a caller sends and
+    by the worker when it reads it. Two readers used to disagree: the service checked with orjson and let
+    what orjson refused pass as free text, the worker read it with ``json.loads`` after ``str.strip()``,
+    which accepts ``NaN``/``Infinity``, lone surrogates, and strips a non-breaking space or a trailing
+    U+2028 first, so such a value smuggled an identity past the check. Now both sides read RFC 8259 JSON
+    (only its own whitespace around it) or nothing."""
+    import orjson
+
+    if isinstance(text, str):
+        text = text.strip(_JSON_WHITESPACE)
+    else:
+        text = bytes(text).strip(_JSON_WHITESPACE.encode())
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        raise MetadataJSONError(str(error)) from None
+
 
 SAMPLE_METADATA = '{"userId": "user-123", "userName": "John Doe"}'
 
@@ -82,10 +111,10 @@ def _pick(data: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
     return None
 
 
-def identity_from_mapping(data: Mapping[str, Any], *, source: str) -> Identity:
+def identity_from_mapping(data: Mapping[str, Any], *, source: str, _depth: int = 0) -> Identity:
     user = data.get("user")
-    if isinstance(user, Mapping):
-        nested = identity_from_mapping(user, source=source)
+    if isinstance(user, Mapping) and _depth < MAX_USER_NESTING:
+        nested = identity_from_mapping(user, source=source, _depth=_depth + 1)
         if nested.found:
             return nested
     return Identity(user_id=_pick(data, ID_KEYS), user_name=_pick(data, NAME_KEYS), source=source)
@@ -104,14 +133,14 @@ def read_metadata(raw: str | bytes | Mapping[str, Any] | None, *, source: str = 
             return MetadataReading(Identity(), "metadata is not valid UTF-8")
     if not isinstance(raw, str):
         return MetadataReading(Identity(), f"metadata has unexpected type {type(raw).__name__}")
-    text = raw.strip()
+    text = raw.strip(_JSON_WHITESPACE)
     if not text:
         return MetadataReading(Identity())
     if len(text) > MAX_METADATA_CHARS:
         return MetadataReading(Identity(), f"metadata too large ({len(text)} characters)")
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
+        data = parse_metadata_json(text)
+    except MetadataJSONError:
         return MetadataReading(Identity(), "metadata is not valid JSON")
     if not isinstance(data, dict):
         return MetadataReading(Identity(), f"metadata JSON is a {type(data).__name__}, not an object")

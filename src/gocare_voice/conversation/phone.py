@@ -41,6 +41,8 @@ _TENS: dict[str, int] = {
 }
 _REPEAT: dict[str, int] = {"double": 2, "triple": 3, "treble": 3, "quadruple": 4}
 _PLUS_WORDS = frozenset({"plus"})
+NUMBER_WORDS = frozenset({*_UNITS, *_TEENS, *_TENS, *_REPEAT, *_PLUS_WORDS, "hundred", "thousand"})
+"""Every word ``spoken_to_dial_string`` reads as part of a number (``redact.mask_digit_runs`` masks them)."""
 _TOKEN = re.compile(r"\+|[^\W\d_]+|\d", re.UNICODE)
 
 _VALID_TYPES_LABEL = {

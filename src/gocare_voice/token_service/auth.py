@@ -19,7 +19,28 @@ from gocare_voice.token_service.errors import ApiError
 
 log = logging.getLogger("gocare.token_service.auth")
 
-_ASYMMETRIC = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"]
+_RSA = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+_ALGORITHMS_BY_KEY: dict[tuple[str, str | None], tuple[str, ...]] = {
+    ("RSA", None): _RSA,
+    ("EC", "P-256"): ("ES256",), ("EC", "P-384"): ("ES384",), ("EC", "P-521"): ("ES512",),
+    ("OKP", "Ed25519"): ("EdDSA",), ("OKP", "Ed448"): ("EdDSA",),
+}
+"""The JWS algorithms each JWKS key type can verify. The token's header names the algorithm; handing PyJWT
+every asymmetric algorithm for any key let an ``ES256`` header on an RSA key reach the crypto library, which
+raised ``TypeError`` (a 500 and two tracebacks). Only algorithms of the key's own family are tried, and a
+JWK that pins ``alg`` allows just that one."""
+
+
+def algorithms_for_key(jwk: dict[str, Any]) -> tuple[str, ...]:
+    """What a JWK from the JWKS may verify; empty for key types we do not accept (``oct``, unknown)."""
+    kty = jwk.get("kty")
+    crv = jwk.get("crv") if kty != "RSA" else None
+    family = _ALGORITHMS_BY_KEY.get((kty, crv) if isinstance(kty, str) and (crv is None or isinstance(crv, str))
+                                    else ("", None), ())
+    pinned = jwk.get("alg")
+    if pinned is not None:
+        return (pinned,) if pinned in family else ()
+    return family
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +97,12 @@ class Authenticator:
             assert self._jwks is not None
             # PyJWKClient fetches (and caches) keys with blocking I/O: keep it off the event loop.
             key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
-            return jwt.decode(token, key.key, algorithms=_ASYMMETRIC, **kwargs)
+            allowed = algorithms_for_key(key._jwk_data)  # noqa: SLF001 - PyJWK keeps the JWK only there
+            if jwt.get_unverified_header(token).get("alg") not in allowed:
+                raise _unauthorized("the token's algorithm does not fit its signing key")
+            return jwt.decode(token, key.key, algorithms=list(allowed), **kwargs)
+        except ApiError:
+            raise
         except jwt.ExpiredSignatureError:
             raise _unauthorized("the token has expired") from None
         except jwt.ImmatureSignatureError:
@@ -88,9 +114,17 @@ class Authenticator:
         except jwt.PyJWKClientConnectionError:
             log.warning("JWKS endpoint unreachable; refusing the request")
             raise ApiError(503, "auth_unavailable", "the signing keys could not be fetched; try again") from None
+        except jwt.PyJWKSetError:
+            log.warning("JWKS endpoint answered no usable keys; refusing the request")
+            raise ApiError(503, "auth_unavailable", "the signing keys could not be fetched; try again") from None
         except jwt.PyJWKClientError as error:
+            if "did not return a JSON object" in str(error):
+                log.warning("JWKS endpoint answered something other than a JSON object; refusing the request")
+                raise ApiError(503, "auth_unavailable", "the signing keys could not be fetched; try again") from None
             raise _unauthorized(f"no signing key for this token ({error.__class__.__name__})") from None
         except jwt.MissingRequiredClaimError as error:
             raise _unauthorized(f"the token lacks the '{error.claim}' claim") from None
-        except jwt.InvalidTokenError:
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError, AttributeError):
+            # InvalidTokenError, and what a crafted header can still shake out of PyJWT or the crypto
+            # library: the token is bad, whatever failed first; never a 500 and a traceback per request
             raise _unauthorized("the token is not valid (bad signature or format)") from None

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from gocare_voice.settings import Settings
 from gocare_voice.token_service.auth import Authenticator, Caller
 from gocare_voice.token_service.errors import ApiError
 from gocare_voice.token_service.minting import TokenMinter
+from gocare_voice.token_service import rooms
 from gocare_voice.token_service.ratelimit import RateLimiter, retry_after_header
+from gocare_voice.token_service.rooms import SEPARATOR, room_owner
 
 
 @dataclass(slots=True)
@@ -35,40 +38,39 @@ def _charge(limiter: RateLimiter | None, key: str) -> None:
 
 
 async def require_caller(request: Request) -> Caller:
-    """The caller, charged to its own rate limit. A failed authentication is charged to the client's IP,
-    so guessing tokens costs the same as asking for them."""
+    """The caller, charged to its own rate limit. A failed authentication of any kind is charged to the
+    client's IP, so guessing tokens costs the same as asking for them."""
     svc: Services = request.app.state.services
     client_host = request.client.host if request.client else None
     try:
         caller = await svc.authenticator.authenticate(
             authorization=request.headers.get("authorization"), client_host=client_host
         )
-    except ApiError as error:
-        if error.status == 401:
-            _charge(svc.limiter, f"ip:{client_host or 'unknown'}")
+    except ApiError:
+        # every failure counts (401s, and 503s while the JWKS is down): a caller cannot make the service
+        # fetch keys or verify signatures for free
+        _charge(svc.limiter, f"ip:{client_host or 'unknown'}")
         raise
     _charge(svc.limiter, caller.rate_key)
     return caller
 
 
 def authorize_room(caller: Caller, room: str) -> str:
-    """With caller authentication on, a user may only join its own rooms: ``<sub>`` or ``<sub>-<anything>``.
-    Without this any signed-in user could join (and listen to) another user's call by guessing its name."""
+    """With caller authentication on, a user may only join its own rooms (``rooms.room_owner``). Without
+    this any signed-in user could join (and listen to) another user's call by guessing its name."""
     subject = caller.subject
-    if subject is None or room == subject or room.startswith(subject + "-"):
+    if subject is None or room_owner(room) == subject:
         return room
     raise ApiError(
         403, "room_not_allowed",
-        f"you may only join your own rooms: '{subject}' or names starting with '{subject}-'",
+        f"you may only join your own rooms: '{subject}{SEPARATOR}<suffix>' with a suffix that contains no "
+        f"'{SEPARATOR}' (or send no room and the service picks one)",
     )
 
 
 def own_room_name(caller: Caller) -> str:
     """A fresh room when the caller did not name one."""
-    import secrets
-
-    prefix = caller.subject if caller.subject is not None else "gocare"
-    return f"{prefix}-{secrets.token_hex(6)}"
+    return rooms.own_room_name(caller.subject)
 
 
 async def read_json_body(request: Request, *, limit: int) -> object:
@@ -84,11 +86,15 @@ async def read_json_body(request: Request, *, limit: int) -> object:
             raise ApiError(413, "payload_too_large", f"request body larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "payload_too_large", f"request body larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "payload_too_large", f"request body larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # the client went away mid-body: nobody reads the answer, but it must not be a logged 500
+        raise ApiError(400, "incomplete_body", "the connection closed before the body was complete") from None
     body = b"".join(chunks)
     if not body.strip():
         raise ApiError(400, "empty_body", "the request body is empty; send a JSON object")

@@ -11,12 +11,25 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from gocare_voice.token_service.validation import NAME_PATTERN, OPTIONAL_NAME_PATTERN, OPTIONAL_NAME_SCHEMA
+
+
+_NAME = {"pattern": NAME_PATTERN}
+"""A name that must be given when present: what ``check_name`` enforces (not blank, no control characters)."""
+_OPTIONAL = {"pattern": OPTIONAL_NAME_PATTERN}
+"""An optional name: blank means not given; control characters are refused all the same."""
+
 
 class LegacyTokenRequest(BaseModel):
-    room: str = Field(..., min_length=1, max_length=128, examples=["care-1234"])
-    identity: str | None = Field(None, min_length=1, max_length=128, examples=["user-42"],
-                                 description="Required when caller authentication is off; else the caller's sub.")
-    name: str | None = Field(None, max_length=128, examples=["John Doe"])
+    room: str | None = Field(
+        None, min_length=1, max_length=128, examples=["user-42-care"], json_schema_extra=_NAME,
+        description="Without it the service picks a fresh room. In jwt mode only '<sub>-<suffix>' with a "
+        "suffix free of '-' (403 room_not_allowed otherwise).",
+    )
+    identity: str | None = Field(None, max_length=128, examples=["user-42"], json_schema_extra=_OPTIONAL,
+                                 description="Required when caller authentication is off; in jwt mode the "
+                                 "caller's sub (another value is 403 identity_mismatch).")
+    name: str | None = Field(None, max_length=128, examples=["John Doe"], json_schema_extra=_OPTIONAL)
 
 
 class LegacyTokenResponse(BaseModel):
@@ -27,9 +40,10 @@ class LegacyTokenResponse(BaseModel):
 
 
 class StandardTokenRequest(BaseModel):
-    room_name: str | None = Field(None, max_length=128)
-    participant_identity: str | None = Field(None, max_length=128)
-    participant_name: str | None = Field(None, max_length=128)
+    room_name: str | None = Field(None, max_length=128, json_schema_extra=_OPTIONAL,
+                                  description="Without it the service picks a fresh room (see /getToken).")
+    participant_identity: str | None = Field(None, max_length=128, json_schema_extra=_OPTIONAL)
+    participant_name: str | None = Field(None, max_length=128, json_schema_extra=_OPTIONAL)
     participant_metadata: str | dict[str, Any] | None = Field(
         None, description="A JSON object, encoded as a string (LiveKit's shape) or as an object. Identity keys "
         "(userId, userName, name, user, ...) are set by the service."
@@ -57,10 +71,44 @@ def _error_responses(*codes: int) -> dict[str, Any]:
     return {str(code): {"description": "error", **ref} for code in codes}
 
 
-def token_paths() -> tuple[dict[str, Any], dict[str, Any]]:
-    """(paths, component schemas) describing POST /getToken and POST /api/token."""
-    models = (LegacyTokenRequest, LegacyTokenResponse, StandardTokenRequest, StandardTokenResponse, ErrorResponse)
+class VoiceUploadResponse(BaseModel):
+    ok: bool
+    transcript: str | None
+    reply: str | None
+    speech_audio: str | None = Field(description="The spoken reply, base64")
+    speech_format: str | None
+    agent_notified: bool
+    room: str | None
+
+
+def upload_openapi(*, limit_bytes: int) -> dict[str, Any]:
+    """``openapi_extra`` of POST /voice/upload: the route reads its body itself (streaming, size-checked),
+    so FastAPI cannot see the multipart body or the ``room`` parameter."""
+    return {
+        "parameters": [{
+            "name": "room", "in": "query", "required": False, "schema": OPTIONAL_NAME_SCHEMA,
+            "description": "The room whose agent should hear about the message; in jwt mode one of the caller's "
+            "own rooms ('<sub>-<suffix>').",
+        }],
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary",
+                                    "description": f"WebM/Opus, M4A/AAC, WAV, MP3 or OGG; at most {limit_bytes} bytes"}},
+        }}}},
+    }
+
+
+def token_paths(*, identity_required: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(paths, component schemas) describing POST /getToken and POST /api/token. ``identity_required``:
+    authentication is off, so /getToken needs the ``identity`` the caller would otherwise be."""
+    models = (LegacyTokenRequest, LegacyTokenResponse, StandardTokenRequest, StandardTokenResponse, ErrorResponse,
+              VoiceUploadResponse)
     components = {m.__name__: m.model_json_schema(ref_template="#/components/schemas/{model}") for m in models}
+    if identity_required:
+        legacy = components["LegacyTokenRequest"]
+        legacy["required"] = ["identity"]
+        legacy["properties"]["identity"] = {"type": "string", "minLength": 1, "maxLength": 128,
+                                            "pattern": NAME_PATTERN, "description": "The participant identity."}
 
     def op(summary: str, request: str, response: str, status: str, description: str) -> dict[str, Any]:
         return {"post": {
@@ -69,7 +117,7 @@ def token_paths() -> tuple[dict[str, Any], dict[str, Any]]:
                 "schema": {"$ref": f"#/components/schemas/{request}"}}}},
             "responses": {status: {"description": "a LiveKit token", "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{response}"}}}},
-                **_error_responses(400, 401, 403, 413, 422, 429)},
+                **_error_responses(400, 401, 403, 413, 422, 429, 503)},
         }}
 
     paths = {

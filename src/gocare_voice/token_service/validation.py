@@ -7,9 +7,8 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 
-from gocare_voice.conversation.identity import IDENTITY_KEYS
+from gocare_voice.conversation.identity import IDENTITY_KEYS, MetadataJSONError, parse_metadata_json
 from gocare_voice.token_service.errors import ApiError
 
 MAX_NAME_CHARS = 128
@@ -19,6 +18,17 @@ MAX_ATTRIBUTES = 32
 
 # Bidirectional overrides/isolates can make a name display as something else; line separators break logs.
 _REFUSED_FORMAT_CHARS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029")
+
+
+_CONTROL_CLASS = "\\u0000-\\u001f\\u007f-\\u009f\\ud800-\\udfff" + "".join(
+    f"\\u{ord(ch):04x}" for ch in sorted(_REFUSED_FORMAT_CHARS)
+)
+NAME_PATTERN = f"^[^{_CONTROL_CLASS}]*[^\\s{_CONTROL_CLASS}][^{_CONTROL_CLASS}]*$"
+"""``check_name``'s rule as a JSON-schema pattern, for the OpenAPI document: not blank, no control
+characters, surrogates, bidi overrides/isolates or line separators."""
+OPTIONAL_NAME_PATTERN = f"^[^{_CONTROL_CLASS}]*$"
+"""For optional fields: blank means "not given" there, control characters are still refused."""
+OPTIONAL_NAME_SCHEMA: dict[str, Any] = {"type": "string", "maxLength": MAX_NAME_CHARS, "pattern": OPTIONAL_NAME_PATTERN}
 
 
 def _has_control(text: str) -> bool:
@@ -67,8 +77,8 @@ def check_metadata_object(value: Any, *, field: str) -> dict[str, Any]:
         if len(value.encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
             raise ApiError(422, "validation_error", f"'{field}' is larger than {MAX_METADATA_BYTES} bytes")
         try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError:
+            value = parse_metadata_json(value)
+        except MetadataJSONError:
             raise ApiError(422, "validation_error", f"'{field}' must be a JSON object encoded as a string") from None
     if not isinstance(value, dict):
         raise ApiError(422, "validation_error", f"'{field}' must be a JSON object")
@@ -119,6 +129,9 @@ def check_room_config(value: Any, *, agent_name: str) -> str | None:
     extra = sorted(set(dispatch) - {*_AGENT_NAME_KEYS, "metadata"})
     if extra:
         raise ApiError(422, "room_config_refused", f"room_config.agents[0] refused fields: {', '.join(extra)}")
+    for key in _AGENT_NAME_KEYS:
+        if key in dispatch and not isinstance(dispatch[key], str):
+            raise ApiError(422, "room_config_refused", f"room_config.agents[0].{key} must be a string")
     names = {dispatch[k] for k in _AGENT_NAME_KEYS if k in dispatch}
     if len(names) > 1:
         raise ApiError(422, "room_config_refused", "room_config.agents[0] names two different agents")
@@ -136,9 +149,9 @@ def check_room_config(value: Any, *, agent_name: str) -> str | None:
             f"{MAX_METADATA_BYTES} characters"
         )
     try:
-        parsed = orjson.loads(metadata)
-    except orjson.JSONDecodeError:
-        return metadata  # free text for the agent: it holds no identity the worker would read
+        parsed = parse_metadata_json(metadata)  # the worker's own reader: what it cannot read holds no identity
+    except MetadataJSONError:
+        return metadata  # free text for the agent: the worker reads no identity from it either
     if isinstance(parsed, dict):
         _refuse_identity_keys(parsed, field="room_config.agents[0].metadata")
     return metadata

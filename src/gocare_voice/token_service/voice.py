@@ -31,6 +31,7 @@ from gocare_voice.token_service.auth import Caller
 from gocare_voice.token_service.deps import authorize_room, require_caller
 from gocare_voice.token_service.errors import ApiError
 from gocare_voice.token_service.responses import json_response
+from gocare_voice.token_service.schemas import upload_openapi
 from gocare_voice.token_service.validation import check_name
 from gocare_voice.voice_upload import UploadResult, VoiceUploadPipeline
 
@@ -204,6 +205,11 @@ def _result_body(result: UploadResult) -> dict[str, Any]:
     return body
 
 
+def _json(description: str, model: str = "ErrorResponse") -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}}}
+
+
 def build_voice_router(settings: Settings) -> APIRouter:
     """The upload route with its pipeline; the pipeline's provider clients close with the app."""
     pipeline = VoiceUploadPipeline(settings=settings)
@@ -224,13 +230,20 @@ def build_voice_router(settings: Settings) -> APIRouter:
         "/voice/upload",
         summary="Recorded message -> transcript, reply and spoken reply",
         responses={
-            200: {"description": "`{ok, transcript, reply, speech_audio (base64), speech_format, agent_notified, room}`"},
-            413: {"description": "file larger than GOCARE_UPLOAD_MAX_BYTES, or longer than GOCARE_UPLOAD_MAX_SECONDS"},
-            415: {"description": "not multipart, not audio, or an unsupported codec"},
-            422: {"description": "corrupt/truncated audio, no speech, missing file field"},
-            502: {"description": "a provider failed; `stage` says which, earlier results are kept"},
-            504: {"description": "a provider timed out; `stage` says which, earlier results are kept"},
+            200: _json("`{ok, transcript, reply, speech_audio (base64), speech_format, agent_notified, room}`",
+                       "VoiceUploadResponse"),
+            400: _json("malformed or interrupted multipart body"),
+            401: _json("jwt mode: no or an invalid bearer token"),
+            403: _json("jwt mode: `room` is not one of the caller's own rooms"),
+            413: _json("file larger than GOCARE_UPLOAD_MAX_BYTES, or longer than GOCARE_UPLOAD_MAX_SECONDS"),
+            415: _json("not multipart, not audio, or an unsupported codec"),
+            422: _json("corrupt/truncated audio, no speech, missing file field, a decode past its time limit"),
+            429: _json("rate limited"),
+            502: _json("a provider failed; `stage` says which, earlier results are kept"),
+            503: _json("a provider is not configured, or the signing keys cannot be fetched"),
+            504: _json("a provider timed out; `stage` says which, earlier results are kept"),
         },
+        openapi_extra=upload_openapi(limit_bytes=settings.upload_max_bytes),
     )
     async def voice_upload(request: Request, caller: Caller = Depends(require_caller)) -> Response:
         """Multipart field ``file`` (WebM/Opus, M4A/AAC, WAV, MP3 or OGG); optional query ``room``: the room
@@ -242,7 +255,9 @@ def build_voice_router(settings: Settings) -> APIRouter:
         data = await read_upload(request, max_file_bytes=settings.upload_max_bytes)
         read_done = time.perf_counter()
         try:
-            audio = await pipeline.audio.decode(data, max_seconds=settings.upload_max_seconds)
+            audio = await pipeline.audio.decode(
+                data, max_seconds=settings.upload_max_seconds, timeout=settings.upload_decode_timeout
+            )
         except AudioError as error:
             log.info("voice upload refused: %s (%d bytes)", error.code, len(data))
             raise ApiError(error.status, error.code, error.message) from None

@@ -54,8 +54,11 @@ async def notify_room(*, settings: Settings, room: str, transcript: str, reply: 
                     room, settings.notify_timeout)
         return False
     except Exception as error:  # noqa: BLE001 - any failure means "not notified", never a failed upload
+        # the error's type and the scrubbed words: LiveKit's error text may quote the request
+        from gocare_voice.redact import scrub_provider_text
+
         log.warning("voice upload: could not notify room %r: %s: %s", room, type(error).__name__,
-                    str(error)[:200])
+                    scrub_provider_text(str(error))[:200])
         return False
     finally:
         try:

@@ -259,7 +259,7 @@ class VoiceUploadPipeline:
         try:
             return await asyncio.wait_for(run(instance), timeout)
         except (asyncio.TimeoutError, APITimeoutError):
-            failure = self._timeout_failure(stage)
+            failure = self._timeout_failure(stage, time.perf_counter() - started)
         except APIError as error:
             # after its retries a plugin raises APIConnectionError *from* the last error: look inside
             status_error = _cause(error, APIStatusError)
@@ -269,7 +269,7 @@ class VoiceUploadPipeline:
                     detail=f"The {label} answered with an error (HTTP {status_error.status_code}).",
                 )
             elif _cause(error, APITimeoutError) is not None:
-                failure = self._timeout_failure(stage)
+                failure = self._timeout_failure(stage, time.perf_counter() - started)
             elif isinstance(error, APIConnectionError):
                 failure = StageFailure(
                     stage=stage, status=502, error=f"{stage}_failed",
@@ -278,7 +278,8 @@ class VoiceUploadPipeline:
             else:
                 failure = StageFailure(
                     stage=stage, status=502, error=f"{stage}_failed",
-                    detail=f"The {label} failed: {error.message}"[:300],
+                    # not error.message: a provider's own words may echo the request, the text or the key
+                    detail=f"The {label} failed ({type(error).__name__}).",
                 )
         except AudioError as error:  # the reply's encode (tts stage): our own audio, the message says so
             failure = StageFailure(stage=stage, status=502, error=f"{stage}_failed", detail=error.message[:300])
@@ -293,10 +294,13 @@ class VoiceUploadPipeline:
         log.warning("voice upload: %s stage failed (%s): %s", stage, failure.error, failure.detail)
         raise _StageError(failure)
 
-    def _timeout_failure(self, stage: str) -> StageFailure:
+    def _timeout_failure(self, stage: str, waited: float) -> StageFailure:
+        """The time really waited, not the setting: the plugin's own connection timeout (at most 10 s per
+        attempt, one retry) may give up long before GOCARE_STAGE_TIMEOUT (a 600 s setting said "600 s"
+        after ~22 s)."""
         return StageFailure(
             stage=stage, status=504, error=f"{stage}_timeout",
-            detail=f"The {STAGE_LABELS[stage]} did not answer within {self._settings.stage_timeout:g} s.",
+            detail=f"The {STAGE_LABELS[stage]} did not answer (gave up after {waited:.1f} s).",
         )
 
     async def _transcribe(self, stt: Any, audio: DecodedAudio) -> str:

@@ -94,6 +94,15 @@ def _row(row: Any) -> UserRecord:
     return UserRecord(user_id=row.user_id, name=row.name, phone=row.phone, created_at=row.created_at)
 
 
+def _shown_url(url: str) -> str:
+    """A database URL fit for an error line: only its scheme, since a malformed URL cannot be trusted to
+    keep its password where a parser would find and mask it."""
+    scheme, separator, _ = url.partition("://")
+    if not separator or not scheme.replace("+", "").isalnum():
+        return f"<{len(url)} characters>"
+    return f"'{scheme[:30]}://...' ({len(url)} characters)"
+
+
 class UserDirectory:
     """Registered users on SQLAlchemy.
 
@@ -128,8 +137,11 @@ class UserDirectory:
     def _make_engine(url: str, *, echo: bool, create: bool = True) -> Engine:
         try:
             parsed = make_url(url)
-        except ArgumentError:
-            raise DirectoryError(f"not a database URL: {url!r} (e.g. sqlite:///gocare-users.db)") from None
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+            # not the URL itself: a malformed one still carries its password
+            raise DirectoryError(
+                f"not a database URL: {_shown_url(url)} (e.g. sqlite:///gocare-users.db)"
+            ) from None
         if parsed.get_backend_name() != "sqlite":
             if parsed.drivername in ("postgresql", "postgres"):
                 # a plain postgresql:// URL means psycopg2 to SQLAlchemy; we ship psycopg 3 (extra "postgres")

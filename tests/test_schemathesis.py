@@ -1,0 +1,86 @@
+"""Issue 9, finding 6: schemathesis against /openapi.json, per auth mode, a bounded number of examples per
+operation. The schema has to say what the service enforces (names, the upload's body and ``room``, the
+statuses), and no generated request may get a 5xx or an answer outside the schema.
+
+The app runs in-process (ASGI); providers are not configured, so an upload that decodes ends in a documented
+503 ``stt_not_configured`` without any network. Hypothesis' deadline is off: the first upload starts the
+decoder processes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from gocare_voice.settings import Settings
+from gocare_voice.token_service.app import create_app
+
+SECRET = "a-schemathesis-secret-of-32-bytes!!"
+EXAMPLES = 40
+"""Per operation and mode: enough to walk the schema's shapes, bounded for CI on two cores."""
+
+open_app = create_app(Settings(rate_limit="off"))
+jwt_app = create_app(Settings(rate_limit="off", auth_mode="jwt", auth_jwt_secret=SECRET))
+open_schema = schemathesis.openapi.from_asgi("/openapi.json", open_app)
+jwt_schema = schemathesis.openapi.from_asgi("/openapi.json", jwt_app)
+
+
+def _bearer() -> dict[str, str]:
+    return {"Authorization": "Bearer " + jwt.encode({"sub": "user-42", "exp": int(time.time()) + 600}, SECRET,
+                                                    algorithm="HS256")}
+
+
+_SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
+                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+
+
+def _excluded() -> list:
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+    # a schema-valid request may still be refused for reasons a schema cannot say (a room that is another
+    # user's, audio bytes that are not audio, no provider configured): those are 4xx by design
+    return [positive_data_acceptance]
+
+
+@open_schema.parametrize()
+@_SETTINGS
+def test_open_mode_follows_its_schema(case) -> None:
+    case.call_and_validate(excluded_checks=_excluded())
+
+
+@jwt_schema.parametrize()
+@_SETTINGS
+def test_jwt_mode_follows_its_schema(case) -> None:
+    case.call_and_validate(headers=_bearer(), excluded_checks=_excluded())
+
+
+@jwt_schema.parametrize()
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+def test_jwt_mode_without_a_token_is_401_everywhere_but_health(case) -> None:
+    response = case.call()
+    if case.path == "/health" or case.path.startswith(("/docs", "/openapi", "/redoc")):
+        return
+    assert response.status_code in (401, 405, 413, 415), (case.path, response.status_code, response.text[:200])
+    assert response.status_code < 500
+
+
+def test_the_schema_says_what_the_service_enforces() -> None:
+    upload = open_app.openapi()["paths"]["/voice/upload"]["post"]
+    assert upload["requestBody"]["content"]["multipart/form-data"]["schema"]["required"] == ["file"]
+    assert [p["name"] for p in upload["parameters"]] == ["room"]
+    assert "pattern" in upload["parameters"][0]["schema"]
+    legacy = open_app.openapi()["components"]["schemas"]["LegacyTokenRequest"]
+    assert legacy["required"] == ["identity"] and "pattern" in legacy["properties"]["identity"]
+    assert "required" not in jwt_app.openapi()["components"]["schemas"]["LegacyTokenRequest"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_decoders():
+    yield
+    from gocare_voice.audio import shared_audio_workers
+
+    shared_audio_workers().close()
