@@ -70,3 +70,12 @@ def speech_server() -> Iterator:  # -> scripted.speech_server.ScriptedSpeechServ
 
     with ScriptedSpeechServer() as server:
         yield server
+
+
+@pytest.fixture
+def azure_tts_server() -> Iterator:  # -> scripted.azure_tts_server.ScriptedAzureTTSServer
+    """A fresh scripted Azure text-to-speech endpoint (``/cognitiveservices/v1``) per test."""
+    from scripted.azure_tts_server import ScriptedAzureTTSServer
+
+    with ScriptedAzureTTSServer() as server:
+        yield server

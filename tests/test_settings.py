@@ -239,3 +239,14 @@ def test_connect_retries_mean_retries_after_the_first_attempt() -> None:
     root = Path(__file__).resolve().parent.parent
     assert "four attempts in all" in (root / "docs" / "configuration.md").read_text()
     assert "four\n# attempts in all" in (root / ".env.example").read_text()
+
+
+def test_groq_base_url_defaults_to_groq_and_a_blank_value_means_the_default(tmp_path) -> None:
+    from gocare_voice.settings import GROQ_BASE_URL
+
+    assert load_settings(env_file=None).groq_base_url == GROQ_BASE_URL
+    env = tmp_path / "groq.env"
+    env.write_text("GROQ_API_KEY=gq\nGOCARE_GROQ_BASE_URL=\n")  # as .env.example has it
+    assert load_settings(env_file=env).groq_base_url == GROQ_BASE_URL
+    env.write_text("GROQ_API_KEY=gq\nGOCARE_GROQ_BASE_URL=http://127.0.0.1:9/openai/v1\n")
+    assert load_settings(env_file=env).groq_base_url == "http://127.0.0.1:9/openai/v1"

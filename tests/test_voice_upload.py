@@ -371,7 +371,8 @@ def test_llm_not_configured(settings_for, recordings, deepgram_server, caplog) -
     assert any("LLM_API_KEY" in r.getMessage() for r in caplog.records)
 
 
-def test_azure_tts_without_its_plugin_is_reported_not_crashed(settings_for, recordings, deepgram_server) -> None:
+def test_azure_tts_without_its_plugin_is_reported_not_crashed(settings_for, recordings, deepgram_server,
+                                                              caplog) -> None:
     pytest.importorskip("gocare_voice")  # always there; the point is the plugin below
     import importlib.util
 
@@ -380,7 +381,9 @@ def test_azure_tts_without_its_plugin_is_reported_not_crashed(settings_for, reco
     settings = settings_for(tts_provider="azure", azure_speech_key="az-key", azure_speech_region="westeurope")
     with TestClient(create_app(settings)) as client:
         body = _failed(_upload(client, recordings.bytes("mp3"), name="a.mp3"), 503, "tts", "tts_not_configured")
-    assert "livekit-plugins-azure" in body["detail"]
+    # the user gets a sentence; the operator's log names the extra to install
+    assert body["detail"] == "Voice messages are not available right now: the text-to-speech service is not set up on the server."
+    assert any("gocare-voice[azure]" in r.getMessage() for r in caplog.records)
     assert (body["transcript"], body["reply"]) == (deepgram_server.transcript, REPLY)
 
 

@@ -228,6 +228,9 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(None, validation_alias="LLM_BASE_URL")
     llm_model_name: str = Field("gpt-4o-mini", validation_alias="LLM_MODEL_NAME")
     groq_api_key: SecretStr | None = Field(None, validation_alias="GROQ_API_KEY")
+    groq_base_url: str = Field(GROQ_BASE_URL, validation_alias="GOCARE_GROQ_BASE_URL")
+    """Groq's OpenAI-compatible base URL (with its ``/openai/v1``): another one for a proxy, or a scripted
+    server in tests, which could otherwise never see what the Groq path sends."""
     deepgram_api_key: SecretStr | None = Field(
         None, validation_alias="DEEPGRAM_API_KEY"
     )
@@ -350,6 +353,12 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: Any) -> Any:
         """``LLM_API_KEY=`` in a .env file means "not set", not "an empty key"."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("groq_base_url", mode="before")
+    @classmethod
+    def _groq_url(cls, value: Any) -> Any:
+        """``GOCARE_GROQ_BASE_URL=`` (as .env.example has it) means Groq's own URL."""
+        return GROQ_BASE_URL if value is None or (isinstance(value, str) and not value.strip()) else value
 
     @field_validator("livekit_api_key")
     @classmethod

@@ -17,7 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from gocare_voice.settings import GROQ_BASE_URL, Settings, TTSProvider
+from gocare_voice.settings import Settings, TTSProvider
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from livekit.agents import llm as lk_llm
@@ -216,7 +216,7 @@ def llm_targets(settings: Settings) -> list[dict[str, str | None]]:
         model = GROQ_DEFAULT_MODEL
         if not llm_key and settings.llm_model_name != DEFAULT_OPENAI_LLM_MODEL:
             model = settings.llm_model_name
-        targets.append({"label": "groq", "model": model, "base_url": GROQ_BASE_URL, "api_key": groq_key})
+        targets.append({"label": "groq", "model": model, "base_url": settings.groq_base_url, "api_key": groq_key})
     return targets
 
 
