@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import json
 import os
 import platform
@@ -145,12 +147,17 @@ async def run_level(n: int, *, label: str, service_url: str, worker_pgid: int, p
     cpu = tree_cpu_seconds(worker_pgid) - cpu_before
     wall = time.monotonic() - wall_before
     turns = [t for r in results for t in r.turns]
+    number_turns = [r.turns[0] for r in results if len(r.turns) > 0]
+    question_turns = [r.turns[1] for r in results if len(r.turns) > 1]
     cold = [r.cold_start for r in results if r.cold_start is not None]
     tokens = [r.token_seconds for r in results if r.token_seconds is not None]
     failures = [r.error for r in results if not r.ok]
     return {
         "worker": label, "sessions": n, "failed": len(failures), "errors": failures[:3],
         "turn_p50": pct(turns, 0.5), "turn_p95": pct(turns, 0.95), "turn_max": max(turns) if turns else None,
+        "number_p50": pct(number_turns, 0.5), "number_p95": pct(number_turns, 0.95),
+        "question_p50": pct(question_turns, 0.5), "question_p95": pct(question_turns, 0.95),
+        "raw_turns": [r.turns for r in results], "raw_cold": cold,
         "cold_p50": pct(cold, 0.5), "cold_max": max(cold) if cold else None,
         "token_p50_ms": pct(tokens, 0.5) * 1000, "token_max_ms": (max(tokens) * 1000) if tokens else None,
         "pss_mib": peak_pss, "uss_mib": peak_uss, "idle_pss_mib": idle_pss, "idle_uss_mib": idle_uss,
@@ -187,58 +194,63 @@ async def main() -> int:
     from scripted.openai_server import Rule, ToolCall
 
     logs = Path(tempfile.mkdtemp(prefix="bench-rooms-"))
-    server = start_server(binary, log_dir=logs, network=network)
-    llm = ScriptedOpenAIServer(default_reply=Reply(text="Your next appointment is on Monday at nine.",
-                                                   delay=args.llm_latency)).start()
-    llm.script(
-        Rule(user=WRITTEN_NUMBER, system="security check", reply=Reply(
-            tool_calls=[ToolCall("verify_mobile_number", {"mobile_number": WRITTEN_NUMBER})], delay=args.llm_latency)),
-        Rule(system="has just been verified", reply=Reply(text="Thank you, John, you're verified. How can I help?",
-                                                          delay=args.llm_latency)),
-    )
-    speech = ScriptedSpeechServer(api_key="tts-room-tests", delay=args.tts_latency).start()
-    deepgram = ScriptedDeepgramServer(api_key="dg-room-tests").start()
-    deepgram.script_live(*([WRITTEN_NUMBER] * 10_000))  # every utterance reads as the number: order-free
-    providers = Providers(llm=llm, speech=speech, deepgram=deepgram)
-    db = f"sqlite:///{logs / 'users.db'}"
-    user_id, name, _spoken, written = USERS["john"]
-    subprocess.run([sys.executable, "-m", "gocare_voice", "users", "add", user_id, name, written, "--database-url", db],
-                   check=True, capture_output=True, env=_clean_env({}))
-    extra = {"GOCARE_WORKER_IDLE_PROCESSES": args.idle_processes, "LOG_LEVEL": "INFO"}
-    ours = start_worker(name="worker", livekit=server, providers=providers, users_db=db, logs=logs, extra=extra)
-    ours_service = start_token_service(name="token-service", livekit=server, logs=logs, providers=providers,
-                                       extra={"GOCARE_RATE_LIMIT": "off"})
-    bare_env = _clean_env({"LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
-                           "LIVEKIT_API_SECRET": server.api_secret, **providers.env(), **extra,
-                           "GOCARE_WORKER_LOAD_THRESHOLD": "inf", "BARE_AGENT_PORT": str(free_port())})
-    bare = ManagedProcess("bare-agent", [sys.executable, str(ROOT / "bench" / "bare_agent.py"), "start"],
-                          log_path=logs / "bare-agent.log", env=bare_env, cwd=logs)
-    bare.wait_for_log(r"registered worker", timeout=120)
-    bare_service = start_token_service(name="token-service-bare", livekit=server, logs=logs, providers=providers,
-                                       extra={"GOCARE_AGENT_NAME": "bare-assistant", "GOCARE_RATE_LIMIT": "off"})
-    await asyncio.sleep(5)  # warm processes ready
     rows: list[dict[str, object]] = []
-    try:
+    with contextlib.ExitStack() as cleanup:  # every process and server stopped, however the run ends
+        server = start_server(binary, log_dir=logs, network=network)
+        cleanup.callback(server.stop)
+        llm = ScriptedOpenAIServer(default_reply=Reply(text="Your next appointment is on Monday at nine.",
+                                                       delay=args.llm_latency)).start()
+        cleanup.callback(llm.stop)
+        llm.script(
+            Rule(user=WRITTEN_NUMBER, system="security check", reply=Reply(
+                tool_calls=[ToolCall("verify_mobile_number", {"mobile_number": WRITTEN_NUMBER})],
+                delay=args.llm_latency)),
+            Rule(system="has just been verified", reply=Reply(text="Thank you, John, you're verified. How can I help?",
+                                                              delay=args.llm_latency)),
+        )
+        speech = ScriptedSpeechServer(api_key="tts-room-tests", delay=args.tts_latency).start()
+        cleanup.callback(speech.stop)
+        deepgram = ScriptedDeepgramServer(api_key="dg-room-tests").start()
+        cleanup.callback(deepgram.stop)
+        deepgram.script_live(*([WRITTEN_NUMBER] * 10_000))  # every utterance reads as the number: order-free
+        providers = Providers(llm=llm, speech=speech, deepgram=deepgram)
+        db = f"sqlite:///{logs / 'users.db'}"
+        user_id, name, _spoken, written = USERS["john"]
+        subprocess.run([sys.executable, "-m", "gocare_voice", "users", "add", user_id, name, written,
+                        "--database-url", db], check=True, capture_output=True, env=_clean_env({}))
+        extra = {"GOCARE_WORKER_IDLE_PROCESSES": args.idle_processes, "LOG_LEVEL": "INFO"}
+        ours = start_worker(name="worker", livekit=server, providers=providers, users_db=db, logs=logs, extra=extra)
+        cleanup.callback(ours.process.stop)
+        ours_service = start_token_service(name="token-service", livekit=server, logs=logs, providers=providers,
+                                           extra={"GOCARE_RATE_LIMIT": "off"})
+        cleanup.callback(ours_service.process.stop)
+        bare_env = _clean_env({"LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
+                               "LIVEKIT_API_SECRET": server.api_secret, **providers.env(), **extra,
+                               "GOCARE_WORKER_LOAD_THRESHOLD": "inf", "BARE_AGENT_PORT": str(free_port())})
+        bare = ManagedProcess("bare-agent", [sys.executable, str(ROOT / "bench" / "bare_agent.py"), "start"],
+                              log_path=logs / "bare-agent.log", env=bare_env, cwd=logs)
+        cleanup.callback(bare.stop)
+        bare.wait_for_log(r"registered worker", timeout=120)
+        bare_service = start_token_service(name="token-service-bare", livekit=server, logs=logs, providers=providers,
+                                           extra={"GOCARE_AGENT_NAME": "bare-assistant", "GOCARE_RATE_LIMIT": "off"})
+        cleanup.callback(bare_service.process.stop)
+        await asyncio.sleep(5)  # warm processes ready
         for n in levels:
             order = [("ours", ours_service.url, ours.process.pid), ("bare", bare_service.url, bare.pid)]
+            if n % 2:  # alternate who goes first, so neither always gets the fresher machine
+                order.reverse()
             if args.only:
                 order = [o for o in order if o[0] == args.only]
             failed = False
             for label, url, pgid in order:
                 row = await run_level(n, label=label, service_url=url, worker_pgid=pgid, prefix=f"b{int(time.time())}")
                 rows.append(row)
-                print(json.dumps(row), flush=True)
+                print(json.dumps({k: v for k, v in row.items() if not k.startswith("raw_")}), flush=True)
                 failed = failed or bool(row["failed"])
-                await asyncio.sleep(8)  # the rooms close, the pool refills
+                await asyncio.sleep(20)  # the rooms close (reconnect grace), the pool refills
             if failed:
                 print(f"calls failed at N={n}; stopping", flush=True)
                 break
-    finally:
-        for process in (bare_service.process, ours_service.process, bare, ours.process):
-            process.stop()
-        server.stop()
-        for s in (llm, speech, deepgram):
-            s.stop()
     print_report(rows, args)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
@@ -250,18 +262,31 @@ def print_report(rows: list[dict[str, object]], args: argparse.Namespace) -> Non
     print(f"\n`python bench/bench_rooms.py --sessions {args.sessions} --llm-latency {args.llm_latency} "
           f"--tts-latency {args.tts_latency} --idle-processes {args.idle_processes}` on {platform.node()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}\n")
-    print("| worker | N | failed | turn p50 s | p95 s | max s | cold start p50 s | token p50 ms | CPU cores | PSS MiB | PSS/session | USS/session |")
+    print("| worker | N | failed | question turn p50 / p95 s | number turn p50 / p95 s | all turns max s | cold start p50 s | token p50 ms | CPU cores | PSS MiB | PSS/session | USS/session |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['worker']} | {r['sessions']} | {r['failed']} | {r['turn_p50']:.2f} | {r['turn_p95']:.2f} | "
-              f"{r['turn_max'] or float('nan'):.2f} | {r['cold_p50']:.2f} | {r['token_p50_ms']:.1f} | "
-              f"{r['cpu_cores'] or 0:.2f} | {r['pss_mib']:.0f} | {r['pss_per_session_mib']:.0f} | {r['uss_per_session_mib']:.0f} |")
+        print(f"| {r['worker']} | {r['sessions']} | {r['failed']} | {r['question_p50']:.2f} / {r['question_p95']:.2f} | "
+              f"{r['number_p50']:.2f} / {r['number_p95']:.2f} | {r['turn_max'] or float('nan'):.2f} | "
+              f"{r['cold_p50']:.2f} | {r['token_p50_ms']:.1f} | {r['cpu_cores'] or 0:.2f} | {r['pss_mib']:.0f} | "
+              f"{r['pss_per_session_mib']:.0f} | {r['uss_per_session_mib']:.0f} |")
     by = {(r["worker"], r["sessions"]): r for r in rows}
     for (label, n), r in by.items():
         bare = by.get(("bare", n))
         if label == "ours" and bare:
-            print(f"N={n}: ours/bare p50 {r['turn_p50'] / bare['turn_p50']:.2f}x, p95 {r['turn_p95'] / bare['turn_p95']:.2f}x")
+            print(f"N={n}: ours/bare question turn p50 {r['question_p50'] / bare['question_p50']:.2f}x, "
+                  f"p95 {r['question_p95'] / bare['question_p95']:.2f}x; all turns p50 "
+                  f"{r['turn_p50'] / bare['turn_p50']:.2f}x, p95 {r['turn_p95'] / bare['turn_p95']:.2f}x")
+
+
+async def _main_cancellable() -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # stop = clean up, like Ctrl+C
+    return await main()
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    try:
+        sys.exit(asyncio.run(_main_cancellable()))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit(130)

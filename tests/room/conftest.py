@@ -163,6 +163,9 @@ def start_worker(*, name: str, livekit: LiveKitServer, providers: Providers, use
         # refuse jobs whenever the machine is busy, which is not what these tests are about
         "GOCARE_WORKER_LOAD_THRESHOLD": "inf",
         "LOG_LEVEL": "DEBUG",
+        # a hanging LLM is apologised for after 4 s x 2 attempts instead of livekit's 10 s x 4
+        "GOCARE_LLM_TIMEOUT": "4",
+        "GOCARE_LLM_RETRIES": "1",
         **(extra or {}),
     })
     worker = ManagedProcess(name, [*_gocare(), "worker", "start"], log_path=logs / f"{name}.log", env=env,

@@ -42,6 +42,22 @@ async def test_llm_failing_gives_an_apology_and_the_session_goes_on(worker, toke
         await app.leave()
 
 
+async def test_llm_hanging_gives_the_apology_within_the_configured_bound(worker, token_service, scripted, room_name):
+    # the room harness's worker runs with GOCARE_LLM_TIMEOUT=4 and GOCARE_LLM_RETRIES=1
+    app = await verified_call(token_service.url, room_name, scripted)
+    try:
+        scripted.llm.script(Rule(user="insurance", reply=Reply(text="Too late to matter.", delay=30)))
+        scripted.deepgram.script_live("Does my insurance cover this?")
+        await app.say("does my insurance cover this")
+        said_at = time.monotonic()
+        apology = await app.wait_agent_says(APOLOGY, since=said_at, timeout=40)
+        waited = apology.at - said_at
+        assert 7 < waited < 20, waited  # two attempts of 4 s each (plus turn detection), not 4 x 10 s
+        assert (await app.rpc("start_conversation"))["agent"] == "assistant"  # the call goes on
+    finally:
+        await app.leave()
+
+
 async def test_speech_service_failing_the_fallback_speaks(worker, token_service, scripted, room_name):
     app = await verified_call(token_service.url, room_name, scripted)
     try:

@@ -129,11 +129,15 @@ def session_providers(settings: Settings, *, text_only: bool = False) -> dict[st
 def build_session(settings: Settings, *, vad: Any, state: Any, text_only: bool = False,
                   parts: dict[str, Any] | None = None) -> Any:
     """The AgentSession with our providers; the same one for console and rooms."""
-    from livekit.agents import AgentSession
+    from livekit.agents import AgentSession, APIConnectOptions
+    from livekit.agents.voice.agent_session import SessionConnectOptions
 
     if parts is None:
         parts = session_providers(settings, text_only=text_only)
-    return AgentSession(**parts, vad=vad, userdata=state)
+    # a caller waits in silence while the LLM is retried: GOCARE_LLM_TIMEOUT x (GOCARE_LLM_RETRIES + 1) bounds
+    # it before the apology (run_job's error handler)
+    llm_options = APIConnectOptions(max_retry=settings.llm_retries, timeout=settings.llm_timeout)
+    return AgentSession(**parts, vad=vad, userdata=state, conn_options=SessionConnectOptions(llm_conn_options=llm_options))
 
 
 def show_in_console(text: str) -> None:
