@@ -23,6 +23,7 @@ METADATA_GRACE_SECONDS = 1.5
 
 PROVIDER_APOLOGY = "Sorry, I'm having trouble answering right now. Could you say that again in a moment?"
 """Said when the language model failed after livekit-agents' retries; the session goes on."""
+APOLOGY_SETTLE_SECONDS = 1.0
 
 VAD_KEY = "vad"
 DIRECTORY_KEY = "directory"
@@ -267,7 +268,18 @@ async def run_job(
         cause = getattr(error, "error", None)
         logger.warning("provider failed (room=%s stage=%s): %s", room_name, kind, type(cause).__name__)
         if kind == "llm_error":
-            session.say(PROVIDER_APOLOGY, add_to_chat_ctx=False)
+            scheduler.spawn(_apologize(), what="apology")
+
+    async def _apologize() -> None:
+        # livekit-agents starts the reply (preemptively) on the final transcript, before the user's turn is
+        # committed: a fast failure arrives first, and an apology said at once is interrupted by that commit
+        # (seen in the room tests). So let the turn settle, then wait for the agent to be listening again.
+        await asyncio.sleep(APOLOGY_SETTLE_SECONDS)
+        for _ in range(50):
+            if session.agent_state in ("listening", "idle"):
+                break
+            await asyncio.sleep(0.1)
+        session.say(PROVIDER_APOLOGY, add_to_chat_ctx=False)
 
     @session.on("agent_state_changed")
     def _on_agent_state(ev: Any) -> None:
