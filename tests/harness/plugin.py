@@ -104,6 +104,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         plan.outcomes["error" if report.when == "setup" and report.failed else report.outcome] += 1
+    elif report.when == "teardown" and report.failed:  # e.g. logs_keep_secrets found a leak after the test
+        plan.outcomes["error"] += 1
 
 
 _ACTIVE: list[RoomHarnessPlan] = []
