@@ -23,7 +23,7 @@ METADATA_GRACE_SECONDS = 1.5
 
 PROVIDER_APOLOGY = "Sorry, I'm having trouble answering right now. Could you say that again in a moment?"
 """Said when the language model failed after livekit-agents' retries; the session goes on."""
-APOLOGY_SETTLE_SECONDS = 1.0
+APOLOGY_WAIT_SECONDS = 4.0
 
 VAD_KEY = "vad"
 DIRECTORY_KEY = "directory"
@@ -271,18 +271,24 @@ async def run_job(
             scheduler.spawn(_apologize(), what="apology")
 
     async def _apologize() -> None:
-        # livekit-agents starts the reply (preemptively) on the final transcript, before the user's turn is
-        # committed: a fast failure arrives first, and an apology said at once is interrupted by that commit
-        # (seen in the room tests). So let the turn settle, then wait for the agent to be listening again.
-        await asyncio.sleep(APOLOGY_SETTLE_SECONDS)
-        for _ in range(50):
-            if session.agent_state in ("listening", "idle"):
-                break
-            await asyncio.sleep(0.1)
+        # livekit-agents starts the reply (preemptively) on the final transcript, before the end-of-turn
+        # model commits the user's turn, sometimes seconds later: a fast failure arrives first, and that
+        # commit would interrupt an apology said at once (seen in the room tests), while a non-interruptible
+        # one makes livekit drop the user's words from the conversation. So wait for the failed turn to end
+        # (thinking -> listening), a few seconds at most, then apologise.
+        turn_ended.clear()
+        try:
+            await asyncio.wait_for(turn_ended.wait(), timeout=APOLOGY_WAIT_SECONDS)
+        except asyncio.TimeoutError:
+            pass
         session.say(PROVIDER_APOLOGY, add_to_chat_ctx=False)
+
+    turn_ended = asyncio.Event()
 
     @session.on("agent_state_changed")
     def _on_agent_state(ev: Any) -> None:
+        if ev.old_state == "thinking" and ev.new_state in ("listening", "idle"):
+            turn_ended.set()
         logger.debug("agent state %s -> %s (room=%s)", ev.old_state, ev.new_state, room_name)
 
     entry = build_entry_agent(state=state, settings=settings, directory=directory, greet_on_enter=False)
