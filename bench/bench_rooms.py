@@ -58,17 +58,15 @@ class CallResult:
 
 def tree_memory(pgid: int) -> tuple[float, float, int]:
     """(PSS MiB, USS MiB, processes) of every live process in the process group ``pgid``."""
+    from harness.processes import group_members
+
     pss = uss = 0
     count = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    for pid, fields in group_members(pgid):
+        if fields[0] == "Z":
             continue
         try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid or fields[0] == "Z":
-                continue
-            with open(f"/proc/{entry}/smaps_rollup") as rollup:
+            with open(f"/proc/{pid}/smaps_rollup") as rollup:
                 values = {line.split(":")[0]: int(line.split()[1]) for line in rollup if line.endswith("kB\n")}
         except (OSError, ValueError, IndexError):
             continue
@@ -79,16 +77,9 @@ def tree_memory(pgid: int) -> tuple[float, float, int]:
 
 
 def tree_cpu_seconds(pgid: int) -> float:
-    ticks = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-                if int(fields[2]) == pgid:
-                    ticks += int(fields[11]) + int(fields[12])
-            except (OSError, ValueError, IndexError):
-                continue
+    from harness.processes import group_members
+
+    ticks = sum(int(fields[11]) + int(fields[12]) for _pid, fields in group_members(pgid))
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

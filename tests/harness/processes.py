@@ -25,6 +25,23 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
         return int(sock.getsockname()[1])
 
 
+def group_members(pgid: int) -> list[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/<pid>/stat after the command name) of every process in group ``pgid``,
+    zombies included (field 0 is the state, 'Z' for a zombie; 11 and 12 are user and system ticks)."""
+    members: list[tuple[int, list[str]]] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                members.append((int(entry), fields))
+        except (OSError, ValueError, IndexError):
+            continue
+    return members
+
+
 class ProcessFailed(RuntimeError):
     pass
 

@@ -12,23 +12,14 @@ import time
 import pytest
 
 from calls import join_as_john
+from harness.processes import group_members
 
 pytestmark = [pytest.mark.livekit, pytest.mark.timeout(180)]
 
 
 def _group_size(pgid: int) -> int:
-    """Processes in the worker's process group: the worker, its forkserver and its job processes."""
-    count = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z" and int(fields[2]) == pgid:
-                count += 1
-    return count
+    """Live processes in the worker's process group: the worker, its forkserver and its job processes."""
+    return sum(1 for _pid, fields in group_members(pgid) if fields[0] != "Z")
 
 
 async def test_user_leaves_the_job_ends_and_the_worker_is_idle_again(worker, token_service, scripted, room_name):
