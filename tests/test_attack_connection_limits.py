@@ -42,15 +42,7 @@ def server() -> Iterator[tuple[int, psutil.Process]]:
         env={**env, "GOCARE_RATE_LIMIT": "off"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("token-server did not start")
+        _wait_healthy(port)
         yield port, psutil.Process(proc.pid)
     finally:
         proc.terminate()
@@ -58,6 +50,17 @@ def server() -> Iterator[tuple[int, psutil.Process]]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _wait_healthy(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    pytest.fail("token-server did not start")
 
 
 def _connect(port: int) -> socket.socket:
@@ -199,13 +202,7 @@ def test_max_connections_fit_the_descriptor_limit(tmp_path) -> None:
     )
     held: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        _wait_healthy(port)
         for _ in range(300):
             held.append(_connect(port))
         time.sleep(0.3)
