@@ -231,18 +231,26 @@ class ScriptedDeepgramServer(ThreadedServer):
         transcript = self.transcript if spoken else ""
         return web.json_response(_prerecorded_response(transcript, record.duration or 0.0, query))
 
-    async def _speak_live(self, http: web.Request) -> web.StreamResponse:
-        """Deepgram's streaming TTS websocket, the path livekit's deepgram ``TTS.stream()`` takes (and so a
-        ``FallbackAdapter`` does): ``Speak`` messages collect text, ``Flush`` answers with the audio of what
-        was collected (real espeak-ng speech, linear16 at the requested rate) and then ``Flushed``."""
-        auth = http.headers.get("Authorization", "")
-        query = dict(http.query)
+    def _speak_refusal(self, auth: str, query: dict[str, str]) -> web.Response | None:
+        """What both speak endpoints (REST and streaming) answer before any audio: a wrong key, a scripted
+        failure, an encoding this server does not make."""
         if auth != f"Token {self.api_key}":
             return self._error(401, "Invalid credentials.")
         if self.speak_fail_status is not None:
             return self._error(self.speak_fail_status, "scripted failure")
         if query.get("encoding", "linear16") != "linear16":
             return self._error(400, "this scripted server speaks linear16 only")
+        return None
+
+    async def _speak_live(self, http: web.Request) -> web.StreamResponse:
+        """Deepgram's streaming TTS websocket, the path livekit's deepgram ``TTS.stream()`` takes (and so a
+        ``FallbackAdapter`` does): ``Speak`` messages collect text, ``Flush`` answers with the audio of what
+        was collected (real espeak-ng speech, linear16 at the requested rate) and then ``Flushed``."""
+        auth = http.headers.get("Authorization", "")
+        query = dict(http.query)
+        refused = self._speak_refusal(auth, query)
+        if refused is not None:
+            return refused
         rate = int(query.get("sample_rate", "24000"))
         ws = web.WebSocketResponse()
         await ws.prepare(http)
@@ -287,12 +295,9 @@ class ScriptedDeepgramServer(ThreadedServer):
             self.speaks.append(SpeakRequest(query=query, text=text, authorization=auth))
         if self.speak_delay:
             await asyncio.sleep(self.speak_delay)
-        if auth != f"Token {self.api_key}":
-            return self._error(401, "Invalid credentials.")
-        if self.speak_fail_status is not None:
-            return self._error(self.speak_fail_status, "scripted failure")
-        if query.get("encoding", "linear16") != "linear16":
-            return self._error(400, "this scripted server speaks linear16 only")
+        refused = self._speak_refusal(auth, query)
+        if refused is not None:
+            return refused
         rate = int(query.get("sample_rate", "24000"))
         pcm = await asyncio.to_thread(speech_pcm, text, rate=rate)
         return web.Response(body=pcm, content_type="application/octet-stream")
