@@ -79,3 +79,23 @@ def azure_tts_server() -> Iterator:  # -> scripted.azure_tts_server.ScriptedAzur
 
     with ScriptedAzureTTSServer() as server:
         yield server
+
+
+# --- a real Redis (rate limit shared across processes, LiveKit multi-node) ---------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:  # -> harness.redis_server.RedisServer
+    """One ``redis-server`` on a free loopback port for the test session; tests flush what they use."""
+    import os
+
+    from harness.redis_server import locate_redis, start_redis
+
+    binary = locate_redis()
+    if binary is None:
+        if os.environ.get("GOCARE_REQUIRE_REDIS") == "1":
+            pytest.fail("GOCARE_REQUIRE_REDIS=1 but redis-server is not installed (apt-get install redis-server)")
+        pytest.skip("needs redis-server (apt-get install redis-server)")
+    server = start_redis(binary, tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
