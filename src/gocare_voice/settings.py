@@ -28,6 +28,14 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.IGNORECAS
 _DURATION_UNIT = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+_SDK_URL = re.compile(
+    r"https?://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::\d{1,5})?"
+    r"/[A-Za-z0-9._~/@+-]*",
+    re.ASCII,
+)
+_SRI = re.compile(r"sha(256|384|512)-[A-Za-z0-9+/]+={0,2}", re.ASCII)
+
+
 class Environment(str, Enum):
     development = "development"
     production = "production"
@@ -41,6 +49,12 @@ class AuthMode(str, Enum):
 class InterruptionDetection(str, Enum):
     vad = "vad"
     adaptive = "adaptive"
+
+
+class PlaygroundMode(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
 
 
 class TTSProvider(str, Enum):
@@ -223,6 +237,14 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(512, ge=1, le=100_000, validation_alias="GOCARE_HTTP_MAX_CONNECTIONS")
     """Open connections per process; more are answered 503 and closed at once."""
 
+    # --- browser playground (token_service/playground) --------------------------------------------
+    playground: PlaygroundMode = Field(PlaygroundMode.auto, validation_alias="GOCARE_PLAYGROUND")
+    """``GET /playground``: ``auto`` serves it in development only, ``on`` also in production, ``off`` never."""
+    playground_sdk_url: str | None = Field(None, validation_alias="GOCARE_PLAYGROUND_SDK_URL")
+    """Where the page loads the livekit-client browser SDK from; unset = the pinned version on a public CDN."""
+    playground_sdk_sri: str | None = Field(None, validation_alias="GOCARE_PLAYGROUND_SDK_SRI")
+    """Subresource Integrity of ``GOCARE_PLAYGROUND_SDK_URL`` (the CDN default carries its own)."""
+
     # --- providers --------------------------------------------------------------------------------
     llm_api_key: SecretStr | None = Field(None, validation_alias="LLM_API_KEY")
     llm_base_url: str | None = Field(None, validation_alias="LLM_BASE_URL")
@@ -330,6 +352,30 @@ class Settings(BaseSettings):
             raise ValueError(f"port {port} is out of range")
         return url
 
+    @field_validator("playground_sdk_url")
+    @classmethod
+    def _sdk_url(cls, value: str | None) -> str | None:
+        """It goes into a ``<script src>`` and the Content-Security-Policy: one plain absolute URL only."""
+        if value is None:
+            return None
+        url = value.strip()
+        if not _SDK_URL.fullmatch(url):
+            raise ValueError(
+                "must be an http:// or https:// URL of the form scheme://host[:port]/path, without user info, "
+                "quotes, spaces, ';' or ',' (it is written into the page and its Content-Security-Policy)"
+            )
+        return url
+
+    @field_validator("playground_sdk_sri")
+    @classmethod
+    def _sdk_sri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        sri = value.strip()
+        if not _SRI.fullmatch(sri):
+            raise ValueError("must be a Subresource Integrity value: sha256-, sha384- or sha512- and the base64 digest")
+        return sri
+
     @field_validator("agent_name")
     @classmethod
     def _agent_name(cls, value: str) -> str:
@@ -351,7 +397,7 @@ class Settings(BaseSettings):
         "llm_api_key", "groq_api_key", "deepgram_api_key", "tts_api_key", "azure_speech_key", "auth_jwt_secret",
         "llm_base_url", "deepgram_base_url", "tts_base_url", "auth_jwks_url", "auth_audience", "auth_issuer",
         "azure_speech_region", "azure_speech_endpoint", "livekit_client_url", "worker_idle_processes",
-        "worker_load_threshold", "worker_drain_timeout", mode="before",
+        "worker_load_threshold", "worker_drain_timeout", "playground_sdk_url", "playground_sdk_sri", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
@@ -400,6 +446,9 @@ class Settings(BaseSettings):
             problems.append("GOCARE_AUTH_MODE: 'none' (no caller authentication) is refused when GOCARE_ENV=production")
         if self.auth_mode is AuthMode.jwt:
             problems.extend(self._jwt_problems())
+        if (self.env is Environment.production and self.playground_enabled and self.playground_sdk_url
+                and not self.playground_sdk_url.lower().startswith("https://")):
+            problems.append("GOCARE_PLAYGROUND_SDK_URL: must be an https:// URL when GOCARE_ENV=production")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -447,6 +496,12 @@ class Settings(BaseSettings):
         """What apps and browsers are told to connect to (token responses): GOCARE_LIVEKIT_CLIENT_URL,
         else LIVEKIT_URL."""
         return self.livekit_client_url or self.livekit_url
+
+    @property
+    def playground_enabled(self) -> bool:
+        if self.playground is PlaygroundMode.auto:
+            return self.env is Environment.development
+        return self.playground is PlaygroundMode.on
 
     @property
     def origins(self) -> list[str]:

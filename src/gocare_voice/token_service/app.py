@@ -208,6 +208,12 @@ def create_app(settings: Settings) -> FastAPI:
     from gocare_voice.token_service.voice import build_voice_router
 
     app.include_router(build_voice_router(settings))
+
+    from gocare_voice.token_service.playground import build_playground_router
+
+    playground = build_playground_router(settings)
+    if playground is not None:
+        app.include_router(playground)
     return app
 
 
