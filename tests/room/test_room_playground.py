@@ -36,6 +36,7 @@ from harness.browser import (
 from scripted.deepgram_server import DEFAULT_TRANSCRIPT
 from scripted.openai_server import Reply, Rule
 
+from gocare_voice.conversation.agents import CLICK_TO_TALK_INTRO
 from gocare_voice.token_service.playground.page import load_pin
 
 pytestmark = [pytest.mark.livekit, pytest.mark.timeout(240)]
@@ -166,8 +167,9 @@ async def test_playground_microphone_says_the_number_and_the_page_shows_the_veri
     await page.expect_text("#transcript", re.escape(GREETING_JOHN), timeout=30)
     scripted.deepgram.script_live(NUMBER_WRITTEN)
     await page.page.click("#mic-toggle")
-    assert await page.page.get_attribute("#mic-toggle", "aria-pressed") == "true"
     meter = asyncio.create_task(sample_meter())
+    await page.expect_text("#mic-toggle", "Microphone on")
+    assert await page.page.get_attribute("#mic-toggle", "aria-pressed") == "true"
     await page.expect_text("#transcript", r"You\s*" + re.escape(NUMBER_WRITTEN), timeout=30)
     await page.expect_text("#transcript", r"Agent\s*" + re.escape(WELCOME_BACK), timeout=40)
     await meter
@@ -205,7 +207,10 @@ async def test_playground_hold_to_talk_produces_a_reply(worker, playground_servi
     )
     await page.page.click("button[data-agent='click_to_talk']")
     await page.expect_text("#mode", "^click_to_talk$")
-    await page.expect_text("#transcript", r"Push to talk is on", timeout=30)
+    # a press interrupts the agent (start_turn): let it finish explaining first, as a person would (the
+    # transcript follows the speech, so the whole sentence is there when it was said)
+    await page.expect_text("#transcript", re.escape(CLICK_TO_TALK_INTRO), timeout=40)
+    await page.expect_text("#agent-state", r": listening$", timeout=30)
     # in push-to-talk the microphone is closed until the button is held
     await page.expect_text("#mic-toggle", "Microphone off")
     heard_before = len(scripted.deepgram.live_utterances())

@@ -58,6 +58,8 @@ function logProtocol(direction, kind, detail, body) {
 }
 
 function transcriptLine(key, who, text) {
+  const list = $('transcript');
+  const following = list.scrollTop + list.clientHeight >= list.scrollHeight - 24;
   let line = key ? state.segments.get(key) : null;
   if (!line) {
     line = document.createElement('li');
@@ -68,11 +70,11 @@ function transcriptLine(key, who, text) {
     const words = document.createElement('span');
     words.className = 'text';
     line.append(speaker, words);
-    $('transcript').append(line);
+    list.append(line);
     if (key) state.segments.set(key, line);
   }
   line.querySelector('.text').textContent = text;
-  line.scrollIntoView({ block: 'nearest' });
+  if (following) list.scrollTop = list.scrollHeight; // the list follows the call unless scrolled back
 }
 
 function showAnswer(method, answer) {
