@@ -184,5 +184,7 @@ class PlaygroundPage:
         return "; ".join(parts)
 
     async def screenshot(self, path: Path) -> Path:
+        # a click or hover may have scrolled the window: the page's sticky header belongs at the top
+        await self.page.evaluate("window.scrollTo(0, 0)")
         await self.page.screenshot(path=str(path), full_page=True)
         return path

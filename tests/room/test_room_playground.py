@@ -197,6 +197,13 @@ async def test_playground_attorney_button_gets_its_answer_and_the_agent_introduc
     assert await page.page.get_attribute("button[data-agent='attorney']", "aria-pressed") == "true"
     await page.expect_text("#transcript", r"Agent\s*[^\n]*legal assistant", timeout=30)
     await page.expect_text("#protocol", r"RPC switch_agent")
+    # typed chat (lk.chat) reaches the attorney, whose answer is spoken and transcribed
+    scripted.llm.script(Rule(user="rights as a tenant", system="legal information assistant",
+                             reply=Reply(text="As a tenant you have the right to a safe home.")))
+    await page.page.fill("#chat-text", "What are my rights as a tenant?")
+    await page.page.press("#chat-text", "Enter")
+    await page.expect_text("#transcript", r"You \(chat\)\s*What are my rights as a tenant\?")
+    await page.expect_text("#transcript", r"Agent\s*As a tenant you have the right to a safe home", timeout=40)
 
 
 async def test_playground_hold_to_talk_produces_a_reply(worker, playground_service, scripted, room_name, open_page):

@@ -503,6 +503,10 @@ async function startRecording() {
   const room = state.room;
   if (!room) return;
   // the live agent should not hear the message as it is recorded: the call's microphone pauses meanwhile
+  if (!window.isSecureContext || !navigator.mediaDevices) {
+    showError(microphoneProblem({ name: 'SecurityError' }));
+    return;
+  }
   const micWasOn = room.localParticipant.isMicrophoneEnabled;
   if (micWasOn) await setMicrophone(false);
   let stream;
