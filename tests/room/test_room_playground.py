@@ -137,7 +137,7 @@ async def join_and_verify(page: PlaygroundPage, scripted: Providers, room: str) 
 
 
 async def test_playground_joins_and_shows_the_greeting(worker, playground_service, scripted, room_name, open_page):
-    page = await open_page(playground_service.url + "/playground")
+    page = await open_page(playground_service.url + "/playground", width=390)  # a phone's width
     await page.join(identity="user-42", name="John Doe", room=room_name)
     await page.expect_text("#connection-state", f"connected to {re.escape(room_name)} as user-42")
     await page.expect_text("#transcript", r"Agent\s*" + re.escape(GREETING_JOHN), timeout=30)
@@ -197,7 +197,9 @@ async def test_playground_attorney_button_gets_its_answer_and_the_agent_introduc
     assert await page.page.get_attribute("button[data-agent='attorney']", "aria-pressed") == "true"
     await page.expect_text("#transcript", r"Agent\s*[^\n]*legal assistant", timeout=30)
     await page.expect_text("#protocol", r"RPC switch_agent")
-    # typed chat (lk.chat) reaches the attorney, whose answer is spoken and transcribed
+    # typed chat (lk.chat) reaches the attorney, whose answer is spoken and transcribed (after the intro:
+    # a message interrupts the agent)
+    await page.expect_text("#agent-state", r": listening$", timeout=30)
     scripted.llm.script(Rule(user="rights as a tenant", system="legal information assistant",
                              reply=Reply(text="As a tenant you have the right to a safe home.")))
     await page.page.fill("#chat-text", "What are my rights as a tenant?")
@@ -231,6 +233,17 @@ async def test_playground_hold_to_talk_produces_a_reply(worker, playground_servi
     await page.page.mouse.up()
     await page.expect_text("#answer", re.escape('end_turn: {"ok":true,"command":"end_turn","turn":"committed"}'))
     await page.expect_text("#transcript", r"Agent\s*[^\n]*make the repairs", timeout=40)
+    await page.expect_text("#mic-toggle", "Microphone off")
+    # by keyboard: Space held on the focused button opens a turn, Esc cancels it (no end_turn on release)
+    await page.expect_text("#agent-state", r": listening$", timeout=30)
+    await button.focus()
+    await page.page.keyboard.down(" ")
+    await page.expect_text("#answer", re.escape('start_turn: {"ok":true,"command":"start_turn","turn":"open"}'))
+    await page.page.keyboard.press("Escape")
+    await page.expect_text("#answer", re.escape('cancel_turn: {"ok":true,"command":"cancel_turn","turn":"cancelled"}'))
+    await page.page.keyboard.up(" ")
+    await asyncio.sleep(1)
+    assert "end_turn" not in (await page.page.inner_text("#answer"))
     await page.expect_text("#mic-toggle", "Microphone off")
 
 

@@ -290,7 +290,9 @@ function onData(payload, participant, _kind, topic) {
   try {
     message = JSON.parse(text);
   } catch (_) { /* shown as text */ }
-  logProtocol('in', 'packet', `topic=${topic ?? '-'} from ${participant ? participant.identity : 'server'}`, message);
+  // no participant: the server API sent it, or its sender's arrival has not been announced yet
+  const sender = participant ? participant.identity : 'server API or a participant not yet announced';
+  logProtocol('in', 'packet', `topic=${topic ?? '-'} from ${sender}`, message);
   if (topic !== TOPIC || typeof message !== 'object' || message === null) return;
   if (message.type === 'welcome') {
     $('welcome').textContent = `Welcome packet: ${message.message}`;
