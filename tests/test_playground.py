@@ -187,6 +187,15 @@ def test_bad_playground_settings_are_refused_naming_the_variable(variable: str, 
     assert refused.value.problems[0].startswith(f"GOCARE_{variable.upper()}:")
 
 
+def test_policy_of_livekit_cloud_allows_its_region_hosts() -> None:
+    policy = content_security_policy(sdk=SdkSource(url="https://cdn.example/a.js", integrity=None),
+                                     livekit_url="wss://gocare-abc123.livekit.cloud")
+    assert directives(policy)["connect-src"] == [
+        "'self'", "wss://gocare-abc123.livekit.cloud", "https://gocare-abc123.livekit.cloud",
+        "wss://*.livekit.cloud", "https://*.livekit.cloud",
+    ]
+
+
 def test_policy_of_a_secure_livekit_url() -> None:
     policy = content_security_policy(sdk=SdkSource(url="https://cdn.example/a.js", integrity=None),
                                      livekit_url="wss://lk.example:7443/base")

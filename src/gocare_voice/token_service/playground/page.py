@@ -69,12 +69,20 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+LIVEKIT_CLOUD = ".livekit.cloud"
+
+
 def livekit_origins(url: str) -> list[str]:
     """The browser SDK opens the WebSocket (``ws``/``wss``) and, to explain a failed connection, an HTTP
-    request (``/rtc/validate``) on the same host: both schemes are allowed."""
+    request (``/rtc/validate``) on the same host: both schemes are allowed. On LiveKit Cloud it also asks the
+    project for its regions and may fail over to another region's host: all of ``*.livekit.cloud``."""
     parts = urlsplit(url)
     secure = parts.scheme in ("wss", "https")
-    return [f"{'wss' if secure else 'ws'}://{parts.netloc}", f"{'https' if secure else 'http'}://{parts.netloc}"]
+    ws, http = ("wss", "https") if secure else ("ws", "http")
+    origins = [f"{ws}://{parts.netloc}", f"{http}://{parts.netloc}"]
+    if (parts.hostname or "").endswith(LIVEKIT_CLOUD):
+        origins += [f"wss://*{LIVEKIT_CLOUD}", f"https://*{LIVEKIT_CLOUD}"]
+    return origins
 
 
 def content_security_policy(*, sdk: SdkSource, livekit_url: str) -> str:

@@ -98,6 +98,7 @@ function setMode(mode) {
 }
 
 function setInCall(inCall) {
+  document.body.dataset.inCall = String(inCall);
   for (const element of document.querySelectorAll('.in-call')) element.disabled = !inCall;
   $('chat-text').disabled = !inCall;
   $('join').disabled = inCall;
