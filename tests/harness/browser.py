@@ -86,8 +86,10 @@ def microphone_wav(path: Path, text: str | None, *, lead: float = 1.0, tail: flo
 
 
 def chromium_args(microphone: Path) -> list[str]:
+    """The microphone is granted (fake permission prompt). Without that grant Chromium also limits WebRTC to
+    the interface of the default route, and the test's namespace has no route: no call could connect."""
     return [
-        "--use-fake-ui-for-media-stream",  # grant the microphone without a prompt
+        "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={microphone}",
         "--autoplay-policy=no-user-gesture-required",

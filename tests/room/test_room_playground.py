@@ -23,6 +23,7 @@ import pytest
 
 from calls import GREETING_JOHN, WELCOME_BACK, script_number_check
 from conftest import JWT_SECRET, Providers, TokenService, start_token_service
+from harness.processes import free_port
 from harness.browser import (
     PlaygroundPage,
     SdkServer,
@@ -83,6 +84,18 @@ def jwt_playground_service(livekit, providers: Providers, room_logs: Path, playg
         extra={"GOCARE_PLAYGROUND": "on", "GOCARE_PLAYGROUND_SDK_URL": playground_sdk,
                "GOCARE_PLAYGROUND_SDK_SRI": load_pin().integrity, "GOCARE_AUTH_MODE": "jwt",
                "GOCARE_AUTH_JWT_SECRET": JWT_SECRET, "GOCARE_AGENT_NAME": NO_WORKER_AGENT},
+    )
+    yield service
+    service.process.stop()
+
+
+@pytest.fixture(scope="module")
+def unreachable_livekit_service(livekit, room_logs: Path, playground_sdk: str) -> Iterator[TokenService]:
+    """Tokens that name a LiveKit URL nothing listens on (a wrong GOCARE_LIVEKIT_CLIENT_URL)."""
+    service = start_token_service(
+        name="token-service-playground-unreachable", livekit=livekit, logs=room_logs,
+        extra={"GOCARE_PLAYGROUND": "on", "GOCARE_PLAYGROUND_SDK_URL": playground_sdk,
+               "GOCARE_LIVEKIT_CLIENT_URL": f"ws://127.0.0.1:{free_port()}"},
     )
     yield service
     service.process.stop()
@@ -294,3 +307,12 @@ async def test_playground_without_a_worker_says_no_agent_joined(jwt_playground_s
     assert time.monotonic() - started < 10
     assert f"GOCARE_AGENT_NAME={NO_WORKER_AGENT}" in shown and "gocare worker" in shown
     await page.expect_text("#agent-state", "no agent")
+
+
+async def test_playground_unreachable_livekit_is_said_in_words(unreachable_livekit_service, open_page):
+    page = await open_page(unreachable_livekit_service.url + "/playground")
+    await page.join(identity="user-42", name="John Doe")
+    shown = await page.expect_text("#error", r"Could not connect to LiveKit at ws://127\.0\.0\.1:\d+: ", timeout=40)
+    assert "Is the LiveKit server running and reachable from this browser?" in shown
+    await page.expect_text("#connection-state", "^disconnected$")
+    assert not await page.page.is_disabled("#join")
