@@ -3,7 +3,8 @@
 
 A worker of this module's own (metrics on, a 1 s reconnect grace so a call ends soon after the app leaves),
 beside the session's worker; each test scrapes before and after its call and checks every counter moved by
-exactly what the call did, and that nothing personal reached a label.
+exactly what the call did (a failing LLM: what the scripted provider saw), and that nothing personal reached
+a label.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from calls import GREETING_JOHN, MISMATCH_REPLY, join_as_john, say_number, script_number_check, verified_call
 from conftest import Providers, RunningWorker, TokenService, start_token_service, start_worker
+from harness.app_client import AppClient
 from harness.livekit_server import LiveKitServer
 from harness.processes import free_port
+from scripted.openai_server import Reply, Rule
 
 pytestmark = [pytest.mark.livekit, pytest.mark.timeout(240)]
 
@@ -89,6 +92,21 @@ async def wait_ended(metered: MeteredWorker, before: Samples, calls: int) -> tup
         await asyncio.sleep(0.5)
 
 
+async def verified_with_the_assistant(metered: MeteredWorker, tokens: TokenService, room: str,
+                                      scripted: Providers) -> AppClient:
+    """A verified call, once the welcome is done and the assistant took over (the handoff comes after the
+    welcome's speech: a switch or a scrape before it would miss the assistant)."""
+    mark = metered.worker.process.mark()
+    app = await verified_call(tokens.url, room, scripted)
+    try:
+        await asyncio.to_thread(metered.worker.process.wait_for_log, r"agent entered: main_agent", timeout=20,
+                                since=mark)
+    except BaseException:
+        await app.leave()
+        raise
+    return app
+
+
 def assert_nothing_personal(text: str, room: str) -> None:
     for personal in (room, "user-42", "John", "98765", "43210", "12345"):
         assert personal not in text, f"{personal!r} in the metrics"
@@ -98,12 +116,8 @@ async def test_verified_call_attorney_switch_and_bad_commands_are_counted_exactl
     metered, metered_tokens, scripted, room_name
 ):
     _, before = await asyncio.to_thread(metered.scrape)
-    mark = metered.worker.process.mark()
-    app = await verified_call(metered_tokens.url, room_name, scripted)
+    app = await verified_with_the_assistant(metered, metered_tokens, room_name, scripted)
     try:
-        # the welcome done, the assistant takes over (a switch before that would skip the assistant)
-        await asyncio.to_thread(metered.worker.process.wait_for_log, r"agent entered: main_agent", timeout=20,
-                                since=mark)
         started = time.monotonic()
         assert (await app.rpc("switch_agent", {"agent": "attorney"}))["ok"] is True
         await app.wait_agent_says(r"legal assistant", since=started, timeout=30)
@@ -150,3 +164,25 @@ async def test_a_wrong_number_is_counted_as_a_mismatch(metered, metered_tokens, 
         "gocare_verifications_total{outcome=mismatch}": 1,
     }
     assert_nothing_personal(text, room_name)
+
+
+async def test_a_failing_language_model_is_counted_per_attempt(metered, metered_tokens, scripted, room_name):
+    app = await verified_with_the_assistant(metered, metered_tokens, room_name, scripted)
+    try:
+        _, before = await asyncio.to_thread(metered.scrape)
+        scripted.llm.script(Rule(user="blood pressure", reply=Reply(status=500, error="scripted outage")))
+        said_at = time.monotonic()
+        scripted.deepgram.script_live("What was my blood pressure?")
+        await app.say("what was my blood pressure")
+        await app.wait_agent_says(r"having trouble answering", since=said_at, timeout=60)
+        failed = len([r for r in scripted.llm.chat_requests() if "blood pressure" in r.last_user_text])
+        _, after = await asyncio.to_thread(metered.scrape)
+    finally:
+        await app.leave()
+    # every failed request is one error; with GOCARE_LLM_RETRIES=1 each reply is two attempts, the second one
+    # unrecoverable (what the apology answers)
+    assert failed >= 2 and failed % 2 == 0, failed
+    assert moved(before, after) == {
+        "gocare_provider_errors_total{recoverable=true,stage=llm}": failed // 2,
+        "gocare_provider_errors_total{recoverable=false,stage=llm}": failed // 2,
+    }
