@@ -98,7 +98,11 @@ def test_counts_of_every_process_are_summed_even_after_the_process_ended(tmp_pat
 def test_the_multiprocess_directory_is_set_up_only_when_metrics_are_on(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.delenv(worker_metrics.MULTIPROC_ENV, raising=False)
+    # set, then removed, through monkeypatch: what use_multiprocess_dir writes into os.environ is undone after
+    # the test (a delenv of an absent variable alone would not be), or every process the later tests start
+    # would share this directory
+    monkeypatch.setenv(worker_metrics.MULTIPROC_ENV, "placeholder")
+    monkeypatch.delenv(worker_metrics.MULTIPROC_ENV)
     assert use_multiprocess_dir(Settings()) is None
     assert worker_metrics.MULTIPROC_ENV not in os.environ
 
