@@ -157,3 +157,17 @@ async def test_handlers_count_each_refused_command_once_by_its_code() -> None:
     await rpc(Rpc("switch_agent", '{"agent": "attorney"}', caller_identity="someone-else"))
     handlers.on_data_received(type("P", (), {"data": b"[1]", "topic": "gocare", "participant": Participant()})())
     assert recorded.codes == [cmd.E_NOT_READY, cmd.E_MALFORMED, cmd.E_INVALID_AGENT, cmd.E_FORBIDDEN, cmd.E_MALFORMED]
+
+
+def test_a_counter_that_fails_is_logged_and_the_call_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = WorkerMetrics(registry=CollectorRegistry())
+
+    class Broken:
+        _name = "gocare_verifications"
+
+        def labels(self, **labels: str):
+            raise OSError("No space left on device")
+
+    metrics.verifications = Broken()  # type: ignore[assignment]
+    metrics.verification("verified")  # no exception
+    assert "metric gocare_verifications not counted: OSError" in caplog.text

@@ -15,16 +15,19 @@ number, name, identity or room name.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import re
 import shutil
 import tempfile
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from gocare_voice.settings import Settings
+
+logger = logging.getLogger("gocare.worker")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -120,28 +123,36 @@ class WorkerMetrics:
             ["stage", "recoverable"], registry=registry)
 
     def call_started(self) -> None:
-        self.calls_started.inc()
+        self._count(self.calls_started)
 
     def call_ended(self, reason: str) -> None:
-        self.calls_ended.labels(reason=_one_of(reason, END_REASONS)).inc()
+        self._count(self.calls_ended, reason=_one_of(reason, END_REASONS))
 
     def verification(self, outcome: str) -> None:
-        self.verifications.labels(outcome=_one_of(outcome, self._outcomes)).inc()
+        self._count(self.verifications, outcome=_one_of(outcome, self._outcomes))
 
     def handoff(self, agent: str) -> None:
-        self.handoffs.labels(agent=_identifier(agent)).inc()
+        self._count(self.handoffs, agent=_identifier(agent))
 
     def mode_switch(self, mode: str) -> None:
-        self.mode_switches.labels(mode=_one_of(mode, self._modes)).inc()
+        self._count(self.mode_switches, mode=_one_of(mode, self._modes))
 
     def command_error(self, code: str) -> None:
-        self.command_errors.labels(code=_identifier(code)).inc()
+        self._count(self.command_errors, code=_identifier(code))
 
     def provider_error(self, stage: str, *, recoverable: bool) -> None:
         # livekit-agents names the error types llm_error, stt_error, tts_error
         name = stage.removesuffix("_error") if isinstance(stage, str) else stage
-        self.provider_errors.labels(stage=_one_of(name, PROVIDER_STAGES),
-                                    recoverable="true" if recoverable else "false").inc()
+        self._count(self.provider_errors, stage=_one_of(name, PROVIDER_STAGES),
+                    recoverable="true" if recoverable else "false")
+
+    @staticmethod
+    def _count(counter: Any, **labels: str) -> None:
+        """Counting runs inside the call (the number check, room callbacks): it must never break it."""
+        try:
+            (counter.labels(**labels) if labels else counter).inc()
+        except Exception as error:  # noqa: BLE001 - a full disk under the multiprocess directory, say
+            logger.warning("metric %s not counted: %s", getattr(counter, "_name", "?"), type(error).__name__)
 
 
 _process_metrics: WorkerMetrics | None = None
