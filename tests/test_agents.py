@@ -165,6 +165,7 @@ async def test_right_number_hands_off_to_greeting_then_main_agent_with_name(
         result.expect.no_more_events()
 
         assert state.authenticated and state.attempts == 0
+        assert state.verifications == ["verified"]
         assert state.masked_phone == "+91******3210"
         greeting_request = openai_server.requests[-1]
         assert "John" in greeting_request.system_text
@@ -233,6 +234,7 @@ async def test_other_users_number_is_refused_without_revealing_it(
 
     assert not state.authenticated
     assert state.user_id == "user-john" and state.attempts == 2
+    assert state.verifications == ["mismatch", "mismatch"]  # the metrics say no more than the caller hears
     # the same words whether the number belongs to someone else or to nobody (attempts count aside)
     assert out_registered.replace("2 attempt", "N attempt") == out_unregistered.replace("1 attempt", "N attempt")
     for leaked in ("Priya", "user-priya", "91234", "registered to", "another"):
@@ -266,6 +268,7 @@ async def test_three_failures_say_goodbye_and_end_the_session(
         final.expect.no_more_events()
         await asyncio.wait_for(closed, timeout=5)
         assert state.attempts == 3 and not state.authenticated
+        assert state.verifications == ["mismatch", "mismatch", "mismatch", "locked_out"]
         # the goodbye is fixed text: no LLM request after the tool call that ended it
         assert len(openai_server.requests) == requests_before + 1
     finally:
@@ -288,6 +291,8 @@ async def test_unreadable_and_hostile_input_never_crashes(session_factory, setti
             result.expect.contains_function_call(name="verify_mobile_number")
             result.expect.contains_message(role="assistant")
         assert not state.authenticated
+        # "junk" (a number where text belongs) never reaches the tool: livekit-agents refuses the arguments
+        assert state.verifications == ["unreadable"] * 2
         assert isinstance(session.current_agent, AuthenticationAgent)
 
 
@@ -436,6 +441,7 @@ async def test_directory_failure_is_logged_without_the_number(
         output = result.expect.contains_function_call_output().event().item.output
         assert "technical problem" in output
     assert not state.authenticated and state.attempts == 0  # a broken database is not a wrong number
+    assert state.verifications == ["directory_error"]
     assert "9876543210" not in caplog.text
     records = [r for r in caplog.records if "directory lookup failed" in r.getMessage()]
     assert records and "OperationalError" in records[0].getMessage()

@@ -111,6 +111,7 @@ def _run_livekit_cli(
     # livekit-agents' console asks its worker loop to close a second time on Ctrl+C, after the loop has
     # stopped: that request's coroutine is never awaited. The first one did the work; the warning is noise.
     warnings.filterwarnings("ignore", message=r"coroutine 'AgentServer.aclose' was never awaited")
+    _metrics_dir(settings)
     from livekit.agents import cli
 
     from gocare_voice.worker.server import build_server
@@ -134,12 +135,21 @@ def _run_livekit_cli(
         raise typer.Exit(code if isinstance(code, int) else 1)
 
 
+def _metrics_dir(settings: Settings) -> None:
+    """With GOCARE_WORKER_METRICS_PORT, the multiprocess directory must be in the environment before anything
+    imports prometheus_client (livekit.agents does), or the worker's own metrics stay out of the scrape."""
+    from gocare_voice.worker.metrics import use_multiprocess_dir
+
+    use_multiprocess_dir(settings)
+
+
 def _run_server_command(ctx: typer.Context, command: str) -> None:
     """start / dev / connect: providers present, LiveKit reachable with these credentials, then livekit-agents."""
     if _asks_for_help(ctx.args):
         _show_help(command, list(ctx.args))
         return
     settings = _settings(ctx.args)
+    _metrics_dir(settings)
     _require_providers(settings, text_only=False)
     _preflight(settings)
     _run_livekit_cli(settings, command, list(ctx.args))

@@ -205,6 +205,9 @@ class Settings(BaseSettings):
     participant) before it ends the call; 0 ends it at once."""
     worker_redispatch_limit: int = Field(2, ge=0, le=100, validation_alias="GOCARE_WORKER_REDISPATCH_LIMIT")
     """Re-dispatches per room and hour after a job process died mid-call (worker/recovery.py); 0 = never."""
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="GOCARE_WORKER_METRICS_PORT")
+    """Prometheus ``/metrics`` of the worker on this port (livekit-agents' endpoint, with our call counters
+    from every job process: worker/metrics.py); unset = no metrics endpoint and nothing counted."""
 
     # --- token service ----------------------------------------------------------------------------
     port: int = Field(8080, ge=1, le=65535, validation_alias="PORT")
@@ -397,7 +400,8 @@ class Settings(BaseSettings):
         "llm_api_key", "groq_api_key", "deepgram_api_key", "tts_api_key", "azure_speech_key", "auth_jwt_secret",
         "llm_base_url", "deepgram_base_url", "tts_base_url", "auth_jwks_url", "auth_audience", "auth_issuer",
         "azure_speech_region", "azure_speech_endpoint", "livekit_client_url", "worker_idle_processes",
-        "worker_load_threshold", "worker_drain_timeout", "playground_sdk_url", "playground_sdk_sri", mode="before",
+        "worker_load_threshold", "worker_drain_timeout", "worker_metrics_port", "playground_sdk_url",
+        "playground_sdk_sri", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
@@ -449,6 +453,11 @@ class Settings(BaseSettings):
         if (self.env is Environment.production and self.playground_enabled and self.playground_sdk_url
                 and not self.playground_sdk_url.lower().startswith("https://")):
             problems.append("GOCARE_PLAYGROUND_SDK_URL: must be an https:// URL when GOCARE_ENV=production")
+        if self.worker_metrics_port is not None and self.worker_metrics_port == self.worker_port:
+            problems.append(
+                f"GOCARE_WORKER_METRICS_PORT: {self.worker_metrics_port} is also GOCARE_WORKER_PORT (the worker's "
+                "health server); use another port"
+            )
         if problems:
             raise ValueError("\n".join(problems))
         return self

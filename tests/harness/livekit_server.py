@@ -62,10 +62,15 @@ def server_version(binary: str) -> str:
     return out.strip().rsplit(" ", 1)[-1] or "unknown"
 
 
-def dev_config(*, port: int, tcp_port: int, udp_port: int, network: PrivateNetwork | None) -> str:
+def dev_config(*, port: int, tcp_port: int, udp_port: int, network: PrivateNetwork | None,
+               redis: str | None = None, redis_db: int = 0) -> str:
     """The server's YAML. In the private network the node IP is the namespace's veth address (clients'
     ICE candidates live there, never on the host's addresses) and the only STUN server is an address in the
-    namespace, so nothing looks outward (the server would otherwise hand clients Google's STUN servers)."""
+    namespace, so nothing looks outward (the server would otherwise hand clients Google's STUN servers).
+
+    ``redis`` (``host:port``): a node of a multi-node deployment. Nodes sharing one Redis register there,
+    each room is placed on one of them (``room_node_map``), signalling and agent jobs travel between nodes
+    over it. Nodes on one machine share the node IP and differ in their ports."""
     lines = [
         f"port: {port}",
         "bind_addresses: [\"127.0.0.1\"]",
@@ -89,17 +94,23 @@ def dev_config(*, port: int, tcp_port: int, udp_port: int, network: PrivateNetwo
         "logging:",
         "  level: info",
     ]
+    if redis is not None:
+        lines += ["redis:", f"  address: {redis}", f"  db: {redis_db}"]
     return "\n".join(lines) + "\n"
 
 
 def start_server(binary: str, *, log_dir: Path, network: PrivateNetwork | None, timeout: float = 30.0,
-                 ports: tuple[int, int, int] | None = None) -> LiveKitServer:
+                 ports: tuple[int, int, int] | None = None, name: str = "livekit-server",
+                 redis: str | None = None, redis_db: int = 0) -> LiveKitServer:
+    """One server; ``name`` names its log and config files (``livekit-server.log``, ``livekit.yaml`` for the
+    default), so several nodes can share a log folder; ``redis`` makes it a node of a multi-node cluster."""
     port, tcp_port, udp_port = ports or (free_port(), free_port(), free_port(kind=2))  # 2 = SOCK_DGRAM
     log_dir.mkdir(parents=True, exist_ok=True)
-    config = log_dir / "livekit.yaml"
-    config.write_text(dev_config(port=port, tcp_port=tcp_port, udp_port=udp_port, network=network))
+    config = log_dir / ("livekit.yaml" if name == "livekit-server" else f"{name}.yaml")
+    config.write_text(dev_config(port=port, tcp_port=tcp_port, udp_port=udp_port, network=network, redis=redis,
+                                 redis_db=redis_db))
     process = ManagedProcess(
-        "livekit-server", [binary, "--dev", "--config", str(config)], log_path=log_dir / "livekit-server.log",
+        name, [binary, "--dev", "--config", str(config)], log_path=log_dir / f"{name}.log",
         env={**os.environ},
     )
     server = LiveKitServer(

@@ -128,7 +128,9 @@ def users_db(tmp_path_factory: pytest.TempPathFactory) -> str:
 def _clean_env(extra: dict[str, str]) -> dict[str, str]:
     """The test process's environment without any gocare/LiveKit/provider setting, plus ``extra``."""
     prefixes = ("GOCARE_", "LIVEKIT_", "LLM_", "DEEPGRAM_", "GROQ_", "AZURE_SPEECH_", "OPENAI_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in ("PORT", "LOG_LEVEL")}
+    # PROMETHEUS_MULTIPROC_DIR too: processes sharing one would add up each other's metrics
+    own = ("PORT", "LOG_LEVEL", "PROMETHEUS_MULTIPROC_DIR")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in own}
     env["PYTHONUNBUFFERED"] = "1"
     return {**env, **extra}
 

@@ -185,6 +185,7 @@ class AuthenticationAgent(_GoCareAgent):
                     logger.error(
                         "directory lookup failed (user_id=%s): %s", state.user_id, type(error).__name__
                     )
+                    state.record_verification("directory_error")
                     return (
                         "The number could not be checked right now because of a technical problem. "
                         "Apologise and ask the caller to try again in a moment."
@@ -200,6 +201,7 @@ class AuthenticationAgent(_GoCareAgent):
                     "authenticated: user_id=%s phone=%s after %d failed attempt(s)",
                     record.user_id, state.masked_phone, state.attempts,
                 )
+                state.record_verification("verified")
                 return GreetingAgent(state=state, settings=self._settings, directory=self._directory)
 
             state.attempts += 1
@@ -212,7 +214,9 @@ class AuthenticationAgent(_GoCareAgent):
                 state.attempts,
                 limit,
             )
+            state.record_verification("unreadable" if parsed.e164 is None else "mismatch")
             if remaining <= 0:
+                state.record_verification("locked_out")
                 self._end_session(context.session)
                 return ToolResult("Verification failed too many times; the call is ending.", reply_required=False)
             if parsed.e164 is None:

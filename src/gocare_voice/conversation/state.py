@@ -7,6 +7,7 @@ only the masked form, which is safe to log and to show.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -14,6 +15,12 @@ from .identity import Identity, first_name
 
 Mode = Literal["assistant", "attorney", "click_to_talk"]
 MODES: tuple[str, ...] = get_args(Mode)
+
+VerificationOutcome = Literal["verified", "mismatch", "unreadable", "locked_out", "directory_error"]
+"""One number check: ``verified``, ``mismatch`` (a number, not the registered one), ``unreadable`` (not a
+complete number), ``directory_error`` (the directory could not be asked; no attempt used); ``locked_out``
+follows the failed check that used up the last attempt."""
+VERIFICATION_OUTCOMES: tuple[str, ...] = get_args(VerificationOutcome)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -37,6 +44,9 @@ class SessionState:
     room_name: str | None = None
     participant_identity: str | None = None
     handoffs: list[str] = field(default_factory=list)
+    verifications: list[VerificationOutcome] = field(default_factory=list)
+    on_verification: Callable[[VerificationOutcome], None] | None = None
+    """Told of every outcome as it happens (the worker counts them: worker/metrics.py)."""
 
     @classmethod
     def from_identity(cls, identity: Identity | None, **extra: object) -> SessionState:
@@ -44,6 +54,11 @@ class SessionState:
         if identity is not None:
             state.apply_identity(identity)
         return state
+
+    def record_verification(self, outcome: VerificationOutcome) -> None:
+        self.verifications.append(outcome)
+        if self.on_verification is not None:
+            self.on_verification(outcome)
 
     @property
     def first_name(self) -> str | None:

@@ -189,6 +189,7 @@ async def run_job(
     from gocare_voice.settings import AuthMode
     from gocare_voice.redact import install_pii_log_filter
     from gocare_voice.worker.handlers import RoomHandlers
+    from gocare_voice.worker.metrics import metrics_for
     from gocare_voice.worker.tasks import TaskScheduler
 
     install_pii_log_filter()  # console and thread executors run jobs in processes that skipped prewarm
@@ -199,7 +200,8 @@ async def run_job(
     ctx.log_context_fields = {"room": room_name}
     logger.info("room ready (room=%s console=%s agent=%s)", room_name, console, settings.agent_name)
 
-    state = SessionState(room_name=room_name)
+    metrics = metrics_for(settings)
+    state = SessionState(room_name=room_name, on_verification=metrics.verification)
     scheduler = TaskScheduler(room_name=room_name)
     # with caller authentication the token's identity is the verified user: the app cannot name another
     # user id through its own metadata (console has no participant, only the developer's dispatch metadata)
@@ -208,6 +210,7 @@ async def run_job(
         # console has no dispatch of its own: `gocare worker console --metadata JSON` stands in for it
         job_metadata=console_metadata if console and console_metadata else ctx.job.metadata,
         bind_user_id_to_identity=not console and settings.auth_mode is AuthMode.jwt,
+        metrics=metrics,
     )
     ctx.add_shutdown_callback(scheduler.aclose)
 
@@ -232,7 +235,14 @@ async def run_job(
     session = build_session(settings, vad=_vad_for(ctx), state=state, parts=parts)
 
     def _switch(mode: str) -> Any:
-        return switch_mode(session, mode, settings=settings, directory=directory, state=state)
+        before = session.current_agent
+        agent = switch_mode(session, mode, settings=settings, directory=directory, state=state)
+        if agent is not before:  # switching to the current mode changes nothing
+            metrics.mode_switch(mode)
+        return agent
+
+    started = False
+    user_left = False
 
 
     async def _greet() -> None:
@@ -253,6 +263,9 @@ async def run_job(
         # the agent then leaves the room instead of sitting in it, deaf, until the user hangs up
         reason = getattr(getattr(ev, "reason", None), "value", None) or str(getattr(ev, "reason", ""))
         logger.info("session closed (room=%s reason=%s); ending the job", room_name, reason)
+        if started:
+            locked_out = state.verifications[-1:] == ["locked_out"]
+            metrics.call_ended("locked_out" if locked_out else "user_left" if user_left else reason)
         ctx.shutdown(reason=f"agent session closed: {reason}")
 
     @session.on("error")
@@ -262,9 +275,10 @@ async def run_job(
         # count of consecutive failures, so a flaky LLM never hangs up on the user. The user's words stay in
         # the conversation; they can simply ask again.
         error = getattr(ev, "error", None)
+        kind = getattr(error, "type", "error")
+        metrics.provider_error(str(kind), recoverable=bool(getattr(error, "recoverable", True)))
         if getattr(error, "recoverable", True):
             return
-        kind = getattr(error, "type", "error")
         cause = getattr(error, "error", None)
         logger.warning("provider failed (room=%s stage=%s): %s", room_name, kind, type(cause).__name__)
         if kind == "llm_error":
@@ -285,6 +299,13 @@ async def run_job(
 
     turn_ended = asyncio.Event()
 
+    @session.on("conversation_item_added")
+    def _on_item(ev: Any) -> None:
+        item = getattr(ev, "item", None)
+        # the first agent's "handoff" is the session starting; the others are real handoffs
+        if getattr(item, "type", None) == "agent_handoff" and getattr(item, "old_agent_id", None) is not None:
+            metrics.handoff(str(getattr(item, "new_agent_id", "")))
+
     @session.on("agent_state_changed")
     def _on_agent_state(ev: Any) -> None:
         if ev.old_state == "thinking" and ev.new_state in ("listening", "idle"):
@@ -302,6 +323,8 @@ async def run_job(
         start_kwargs["room_options"] = room_io.RoomOptions(
             participant_identity=handlers.user_identity, close_on_disconnect=settings.reconnect_grace <= 0)
     await session.start(**start_kwargs)
+    started = True
+    metrics.call_started()
     logger.info("session started (room=%s participant=%s)", room_name, handlers.user_identity)
 
     # commands are answered ``not_ready`` until here: the session methods they call need a running session
@@ -314,6 +337,12 @@ async def run_job(
     handlers.refresh = _refresh
     if settings.reconnect_grace > 0:
         handlers.reconnect_grace = settings.reconnect_grace
-        handlers.end_call = lambda: session.shutdown(drain=False)
+
+        def _end_call() -> None:
+            nonlocal user_left
+            user_left = True
+            session.shutdown(drain=False)
+
+        handlers.end_call = _end_call
     await handlers.greet_when_ready(grace=0.0 if console else metadata_grace, participant=participant)
     return session

@@ -22,6 +22,7 @@ from typing import Any
 
 from gocare_voice.conversation import commands as cmd
 from gocare_voice.conversation.identity import Identity, identity_from_participant, welcome_payload
+from gocare_voice.worker.metrics import NO_METRICS, CallMetrics
 from gocare_voice.worker.tasks import TaskScheduler
 
 logger = logging.getLogger("gocare.worker")
@@ -65,8 +66,10 @@ class RoomHandlers:
         refresh: Greeter | None = None,
         log: logging.Logger | None = None,
         bind_user_id_to_identity: bool = False,
+        metrics: CallMetrics = NO_METRICS,
     ) -> None:
         self.room = room
+        self.metrics = metrics
         self.state = state
         self.job_metadata = job_metadata
         self.room_name = getattr(room, "name", None) if isinstance(getattr(room, "name", None), str) else None
@@ -202,6 +205,7 @@ class RoomHandlers:
             return  # not ours (lk.chat and friends belong to RoomIO)
         if sender is not None and self.user_identity is not None and sender_id != self.user_identity:
             self.ignored_packets += 1
+            self.metrics.command_error(cmd.E_FORBIDDEN)
             self.log.warning(
                 "data packet from another participant ignored (room=%s participant=%s)", self.room_name, sender_id,
                 extra=self._extra(sender_id),
@@ -209,6 +213,7 @@ class RoomHandlers:
             return
         if isinstance(parsed, cmd.CommandError):
             self.ignored_packets += 1
+            self.metrics.command_error(parsed.code)
             self.log.warning(
                 "data packet ignored: %s: %s (room=%s participant=%s)", parsed.code, parsed.message, self.room_name, sender_id,
                 extra=self._extra(sender_id),
@@ -289,10 +294,14 @@ class RoomHandlers:
 
     async def run_command(self, command: cmd.Command | cmd.CommandError, *, caller: str | None) -> dict[str, Any]:
         if isinstance(command, cmd.CommandError):
+            self.metrics.command_error(command.code)
             return command.answer()
         if self.executor is None:
+            self.metrics.command_error(cmd.E_NOT_READY)
             return cmd.CommandError(cmd.E_NOT_READY, "the agent is still starting", command.request_id).answer()
         answer = await self.executor.execute(command)
+        if not answer.get("ok"):
+            self.metrics.command_error(str(answer.get("error")))
         level = logging.INFO if answer.get("ok") else logging.WARNING
         self.log.log(
             level, "command %s -> %s (room=%s participant=%s)", command.name,
@@ -319,6 +328,7 @@ class RoomHandlers:
         try:
             if self.user_identity is not None and caller != self.user_identity:
                 self.log.warning("rpc %s from another participant refused (room=%s participant=%s)", cmd._shown(method), self.room_name, caller, extra=self._extra(caller))
+                self.metrics.command_error(cmd.E_FORBIDDEN)
                 return json.dumps(cmd.CommandError(cmd.E_FORBIDDEN, "commands are accepted from the room's user only").answer())
             parsed = cmd.parse_rpc(method, getattr(data, "payload", None))
             if isinstance(parsed, cmd.CommandError):
@@ -328,6 +338,7 @@ class RoomHandlers:
             return json.dumps(await self.run_command(parsed, caller=caller))
         except Exception as error:  # noqa: BLE001 - the caller gets an answer, the job lives on
             self.log.exception("rpc %s failed (room=%s participant=%s)", cmd._shown(method), self.room_name, caller)
+            self.metrics.command_error(cmd.E_FAILED)
             return json.dumps(cmd.CommandError(cmd.E_FAILED, type(error).__name__).answer())
 
     async def publish(self, payload: Mapping[str, Any], *, to: str | None) -> None:

@@ -17,7 +17,7 @@ def build_server(
 ) -> Any:
     """Factory, no environment reads: LiveKit URL and credentials come from ``settings``; the number of
     connection retries is ``GOCARE_LIVEKIT_CONNECT_RETRIES``; the HTTP port, warm job processes and load
-    threshold are ``GOCARE_WORKER_*``; extra keyword options go to ``AgentServer``.
+    threshold are ``GOCARE_WORKER_*``, the metrics endpoint ``GOCARE_WORKER_METRICS_PORT``; extra keyword options go to ``AgentServer``.
     ``console_text``: ``console --text`` needs no STT/TTS, so the session is built without them;
     ``console_metadata``: the dispatch metadata console mode pretends to have (``--metadata``)."""
     from livekit.agents import AgentServer
@@ -47,6 +47,10 @@ def build_server(
         options["job_memory_limit_mb"] = settings.worker_job_memory_limit_mb
     if settings.worker_drain_timeout is not None:
         options["drain_timeout"] = settings.worker_drain_timeout
+    if settings.worker_metrics_port is not None:
+        # livekit-agents' own Prometheus endpoint; it reads PROMETHEUS_MULTIPROC_DIR, where the job processes
+        # write our counters too (worker/metrics.py)
+        options["prometheus_port"] = settings.worker_metrics_port
     options.update(server_options)
     server = AgentServer(**options)
     entry = GoCareEntrypoint(settings=settings, console_text=console_text, console_metadata=console_metadata)
