@@ -61,7 +61,7 @@ async def sessions_stage(count: int, settings: object, vad: object, base: tuple[
     from livekit.agents import AgentSession
     from livekit.agents.utils import http_context
 
-    from gocare_voice.conversation import providers
+    from gocare_voice import providers
 
     directory = UserDirectory.from_settings(settings)
     sessions = []

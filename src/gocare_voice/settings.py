@@ -43,6 +43,10 @@ class InterruptionDetection(str, Enum):
     adaptive = "adaptive"
 
 
+class STTProvider(str, Enum):
+    deepgram = "deepgram"
+
+
 class TTSProvider(str, Enum):
     openai = "openai"
     deepgram = "deepgram"
@@ -237,6 +241,7 @@ class Settings(BaseSettings):
     deepgram_base_url: str | None = Field(
         None, validation_alias="GOCARE_DEEPGRAM_BASE_URL"
     )
+    stt_provider: STTProvider = Field(STTProvider.deepgram, validation_alias="GOCARE_STT_PROVIDER")
     stt_model: str = Field("nova-3", validation_alias="GOCARE_STT_MODEL")
     stt_language: str = Field("en-US", validation_alias="GOCARE_STT_LANGUAGE")
     tts_provider: TTSProvider = Field(

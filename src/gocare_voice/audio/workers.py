@@ -89,6 +89,17 @@ def _worker_init(parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def kill_pool_processes(pool: ProcessPoolExecutor) -> None:
+    """Kill every process of ``pool`` now. Python 3.14 has ``ProcessPoolExecutor.kill_workers()``; before
+    it, the processes are only reachable through the private ``_processes`` (a test pins it)."""
+    kill_workers = getattr(pool, "kill_workers", None)
+    if kill_workers is not None:
+        kill_workers()
+        return
+    for process in list((pool._processes or {}).values()):
+        process.kill()
+
+
 class AudioWorkers:
     """A lazily started process pool for ``decode_audio`` and ``encode_speech``; safe to share between
     requests and event loops; ``close()`` at shutdown."""
@@ -125,8 +136,7 @@ class AudioWorkers:
         if kill:
             # the executor has no "kill this job": end its processes; the executor then marks itself
             # broken and fails its other jobs with BrokenProcessPool, which _run retries on a new pool
-            for process in list((pool._processes or {}).values()):  # noqa: SLF001 - no public handle
-                process.kill()
+            kill_pool_processes(pool)
         pool.shutdown(wait=False, cancel_futures=True)
 
     async def start(self) -> None:

@@ -25,7 +25,6 @@ from livekit.agents.llm import ToolResult
 
 from ..redact import mask_phone
 from . import prompts
-from .commands import CLICK_TO_TALK_TRANSCRIPT_TIMEOUT  # noqa: F401 - where the executor's end_turn reads it
 from .identity import greeting_text
 from .phone import parse_phone_number
 from .state import MODES, SessionState

@@ -8,12 +8,12 @@ only the masked form, which is safe to log and to show.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+
+from gocare_voice.protocol import DEFAULT_MODE, MODES, Mode
 
 from .identity import Identity, first_name
 
-Mode = Literal["assistant", "attorney", "click_to_talk"]
-MODES: tuple[str, ...] = get_args(Mode)
+__all__ = ["MODES", "Mode", "SessionState"]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -31,7 +31,7 @@ class SessionState:
     masked_phone: str | None = None
     authenticated: bool = False
     attempts: int = 0
-    mode: Mode = "assistant"
+    mode: Mode = DEFAULT_MODE
     greeted: bool = False
     conversation_active: bool = True
     room_name: str | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -215,7 +216,7 @@ def build_voice_router(settings: Settings) -> APIRouter:
     pipeline = VoiceUploadPipeline(settings=settings)
 
     @asynccontextmanager
-    async def lifespan(_app: Any):  # type: ignore[no-untyped-def]
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
         try:
             await pipeline.audio.start()  # worker processes up before the first upload
         except Exception as error:  # noqa: BLE001 - they start on demand instead
@@ -224,7 +225,6 @@ def build_voice_router(settings: Settings) -> APIRouter:
         await pipeline.aclose()
 
     router = APIRouter(tags=["voice"], lifespan=lifespan)
-    router.pipeline = pipeline  # type: ignore[attr-defined]  # for /health and tests
 
     @router.post(
         "/voice/upload",
