@@ -193,6 +193,7 @@ def token(
             print_error(f"--ttl: {error}")  # the option the user typed, not the variable it overrides
             raise typer.Exit(2) from None
     settings = load_cli_settings(ctx, **overrides)
+    from gocare_voice.conversation.identity import participant_metadata
     from gocare_voice.token_service.errors import ApiError
     from gocare_voice.token_service.minting import TokenMinter, TokenRequest
     from gocare_voice.token_service.validation import check_name
@@ -205,7 +206,7 @@ def token(
         print_error(error.detail)
         raise typer.Exit(2) from None
     assert room_ok and identity_ok and name_ok
-    metadata = json.dumps({"userId": identity_ok, "userName": name_ok}, separators=(",", ":"))
+    metadata = participant_metadata(user_id=identity_ok, user_name=name_ok)
     minted = TokenMinter.from_settings(settings).mint(
         TokenRequest(room=room_ok, identity=identity_ok, name=name_ok, metadata=metadata)
     )

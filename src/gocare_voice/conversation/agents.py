@@ -27,7 +27,8 @@ from ..redact import mask_phone
 from . import prompts
 from .identity import greeting_text
 from .phone import parse_phone_number
-from .state import MODES, SessionState
+from ..protocol import normalize_mode
+from .state import MODES, Mode, SessionState
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -337,11 +338,13 @@ class ClickToTalkAgent(_VerifiedAgent):
     agent_options = {"turn_handling": {"turn_detection": "manual"}}
 
 
-_MODE_AGENTS: dict[str, type[_VerifiedAgent]] = {
+_MODE_AGENTS: dict[Mode, type[_VerifiedAgent]] = {
     "assistant": MainAgent,
     "attorney": AttorneyAgent,
     "click_to_talk": ClickToTalkAgent,
 }
+if set(_MODE_AGENTS) != set(MODES):  # the protocol's mode table and the agents must name the same modes
+    raise ImportError(f"agent classes for {sorted(_MODE_AGENTS)} but protocol.MODES is {sorted(MODES)}")
 
 
 def carried_context(agent: Agent) -> ChatContext:
@@ -392,7 +395,8 @@ def switch_mode(
     before the mobile number is verified. The conversation so far (messages only) goes along, so the new
     agent knows what was said. Switching to the current mode is a no-op returning the current agent.
     """
-    if not isinstance(mode, str) or mode not in _MODE_AGENTS:
+    target = normalize_mode(mode) if isinstance(mode, str) and mode in _MODE_AGENTS else None
+    if target is None:
         raise ModeSwitchError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}", code="unknown_mode")
     if state is None:
         try:
@@ -406,13 +410,13 @@ def switch_mode(
         logger.info("mode switch to %s refused: not authenticated (user_id=%s)", mode, state.user_id)
         raise ModeSwitchError("switching modes needs a verified mobile number first", code="not_authenticated")
     current = session.current_agent
-    if state.mode == mode and isinstance(current, _MODE_AGENTS[mode]):
+    if state.mode == target and isinstance(current, _MODE_AGENTS[target]):
         return current
     agent = build_agent_for_mode(
-        mode, state=state, settings=settings, directory=directory, chat_ctx=carried_context(current)
+        target, state=state, settings=settings, directory=directory, chat_ctx=carried_context(current)
     )
     previous = state.mode
-    state.mode = mode  # type: ignore[assignment]
+    state.mode = target
     logger.info("mode switch: %s -> %s (user_id=%s)", previous, mode, state.user_id)
     session.update_agent(agent)
     return agent
