@@ -193,7 +193,7 @@ class PlainSession:
 def make_executor(*, mode: str = "assistant", authenticated: bool = True,
                   switch: Callable[[str], Any] | None = None) -> tuple[CommandExecutor, PlainSession, SessionState]:
     session = PlainSession()
-    state = SessionState(user_id="u1", user_name="John Doe", authenticated=authenticated, mode=mode)  # type: ignore[arg-type]
+    state = SessionState(user_id="u1", user_name="John Doe", authenticated=authenticated, mode=mode)  # type: ignore[arg-type]  # mode is one of MODES in every caller
     return CommandExecutor(session=session, state=state, switch_mode=switch), session, state
 
 
@@ -333,7 +333,7 @@ async def test_session_errors_become_answers() -> None:
     def broken(**_: Any) -> None:
         raise RuntimeError("AgentSession isn't running")
 
-    session.commit_user_turn = broken  # type: ignore[method-assign]
+    session.commit_user_turn = broken  # type: ignore[method-assign]  # a failing session method, on purpose
     answer = await executor.execute(cmd.Command("end_turn"))
     assert answer["ok"] is False and answer["error"] == cmd.E_FAILED
 
@@ -344,7 +344,7 @@ async def test_stop_before_the_session_runs_still_answers() -> None:
     def not_running(**_: Any) -> None:
         raise RuntimeError("AgentSession isn't running")
 
-    session.interrupt = not_running  # type: ignore[method-assign]
+    session.interrupt = not_running  # type: ignore[method-assign]  # a failing session method, on purpose
     answer = await executor.execute(cmd.Command("stop_conversation"))
     assert answer["ok"] is True
     assert session.output.audio_enabled is False
@@ -385,7 +385,7 @@ async def test_real_session_switch_refused_then_allowed(real_parts: Any) -> None
             session=session, state=state,
             switch_mode=lambda mode: switch_mode(session, mode, settings=settings, directory=directory, state=state),
         )
-        refused = await executor.execute(cmd.parse_rpc("switch_agent", '{"agent": "attorney"}'))  # type: ignore[arg-type]
+        refused = await executor.execute(cmd.parse_rpc("switch_agent", '{"agent": "attorney"}'))  # type: ignore[arg-type]  # a parse result goes straight to the executor
         assert refused["error"] == cmd.E_NOT_AUTHENTICATED
         assert isinstance(session.current_agent, AuthenticationAgent)
 

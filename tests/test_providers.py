@@ -12,7 +12,7 @@ from gocare_voice.settings import GROQ_BASE_URL, Settings
 
 
 def make(**values: object) -> Settings:
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)  # type: ignore[arg-type]  # settings by field name, as pydantic accepts them
 
 
 def test_nothing_configured_names_every_setting() -> None:
@@ -144,7 +144,7 @@ def test_vad_is_silero() -> None:
     assert isinstance(providers.build_vad(), silero.VAD)
 
 
-async def test_built_llm_really_talks_to_an_openai_compatible_server(openai_server) -> None:  # type: ignore[no-untyped-def]
+async def test_built_llm_really_talks_to_an_openai_compatible_server(openai_server) -> None:  # type: ignore[no-untyped-def]  # a pytest fixture, typed by the fixture
     from livekit.agents import ChatContext
 
     from scripted.openai_server import Reply, Rule

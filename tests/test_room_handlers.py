@@ -505,7 +505,7 @@ async def test_failures_in_scheduled_work_are_logged_with_room_and_participant(c
     assert handlers.scheduler.failures == 1
     [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "greeting failed (room=room-a participant=user-1)" in record.getMessage()
-    assert record.room == "room-a" and record.participant == "user-1"  # type: ignore[attr-defined]
+    assert record.room == "room-a" and record.participant == "user-1"  # type: ignore[attr-defined]  # extra= fields land on the record as attributes
     assert state.greeted is False
 
 

@@ -347,7 +347,7 @@ def test_reply_encode_failure_keeps_transcript_and_reply(settings_for, recording
         async def start(self) -> None:
             await real.start()
 
-        async def decode(self, data: bytes, **kwargs: Any):  # type: ignore[no-untyped-def]
+        async def decode(self, data: bytes, **kwargs: Any):  # type: ignore[no-untyped-def]  # stands in for AudioWorkers.decode
             return await real.decode(data, **kwargs)
 
         async def encode(self, pcm: bytes, **kwargs: Any) -> bytes:

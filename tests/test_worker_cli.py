@@ -119,7 +119,7 @@ def twirp_server() -> Iterator[tuple[str, list[str]]]:
     loop.run_until_complete(runner.setup())
     site = web.TCPSite(runner, "127.0.0.1", 0)
     loop.run_until_complete(site.start())
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # a started site has a server
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     yield f"ws://127.0.0.1:{port}", seen

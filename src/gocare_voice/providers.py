@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
@@ -38,7 +38,7 @@ GROQ_DEFAULT_MODEL = "llama-3.3-70b-versatile"
 DEEPGRAM_DEFAULT_TTS_MODEL = "aura-2-andromeda-en"
 DEEPGRAM_API_ROOT = "https://api.deepgram.com"
 
-TURN_DETECTOR_LOCAL_VERSION = "v1-mini"
+TURN_DETECTOR_LOCAL_VERSION: Literal["v1-mini"] = "v1-mini"
 AZURE_DEFAULT_VOICE = "en-US-JennyNeural"
 AZURE_EXTRA_MISSING = (
     "GOCARE_TTS_PROVIDER=azure needs the azure extra, which is not installed: "
@@ -131,13 +131,13 @@ def _missing_deepgram(purpose: str) -> Callable[[Settings], list[str]]:
     return missing
 
 
-def _deepgram_stt(settings: Settings, http_session: Any) -> lk_stt.STT:
+def _deepgram_stt(settings: Settings, http_session: Any) -> lk_stt.STT[Any]:
     from livekit.plugins import deepgram
 
     return deepgram.STT(
         model=settings.stt_model,
         language=settings.stt_language,
-        api_key=_secret(settings.deepgram_api_key),
+        api_key=_secret(settings.deepgram_api_key) or "",  # never empty here: checked by missing()
         base_url=deepgram_endpoint(settings.deepgram_base_url, "listen"),
         http_session=http_session,
     )
@@ -159,7 +159,7 @@ def _missing_openai_tts(settings: Settings) -> list[str]:
     return []
 
 
-def _openai_tts(settings: Settings, http_session: Any) -> lk_tts.TTS:
+def _openai_tts(settings: Settings, http_session: Any) -> lk_tts.TTS[Any]:
     from livekit.plugins import openai
 
     key = _secret(settings.tts_api_key)
@@ -174,7 +174,7 @@ def _openai_tts(settings: Settings, http_session: Any) -> lk_tts.TTS:
     return openai.TTS(**kwargs)
 
 
-def _deepgram_tts(settings: Settings, http_session: Any) -> lk_tts.TTS:
+def _deepgram_tts(settings: Settings, http_session: Any) -> lk_tts.TTS[Any]:
     from livekit.plugins import deepgram
 
     model = settings.tts_model if settings.tts_model.startswith("aura") else DEEPGRAM_DEFAULT_TTS_MODEL
@@ -213,7 +213,7 @@ def azure_configured(settings: Settings) -> bool:
     return not _missing_azure_tts(settings)
 
 
-def _azure_tts(settings: Settings, http_session: Any) -> lk_tts.TTS:
+def _azure_tts(settings: Settings, http_session: Any) -> lk_tts.TTS[Any]:
     """Azure through livekit's azure plugin (the ``azure`` extra), with two corrections: the plugin puts the
     text into its SSML as is, so an LLM reply with ``&`` or ``<`` ("Tom & Jerry") made Azure answer 400 and
     the agent fall silent (the text is XML-escaped here); and every value is passed explicitly (the plugin
@@ -229,18 +229,17 @@ def _azure_tts(settings: Settings, http_session: Any) -> lk_tts.TTS:
 
 def build_azure_tts(
     *, key: str, region: str, endpoint: str | None, voice: str, language: str | None, http_session: Any = None
-) -> lk_tts.TTS:
+) -> lk_tts.TTS[Any]:
     """The XML-escaping Azure TTS (imports the Azure Speech SDK: only when Azure is configured)."""
-    # the plugin's package re-exports TTS from a submodule mypy cannot see through (no stubs, no __all__)
-    from livekit.plugins import azure  # type: ignore[attr-defined]
+    from livekit.plugins import azure
 
-    class EscapedAzureTTS(azure.TTS):  # type: ignore[misc,name-defined]  # the same untyped re-export
+    class EscapedAzureTTS(azure.TTS):
         def synthesize(self, text: str, **kwargs: Any) -> Any:
             return super().synthesize(escape(text), **kwargs)
 
     # the full URL always: given none, the plugin would look for AZURE_SPEECH_ENDPOINT in the environment
     url = endpoint or f"https://{region}.tts.speech.microsoft.com/cognitiveservices/v1"
-    tts: lk_tts.TTS = EscapedAzureTTS(
+    tts: lk_tts.TTS[Any] = EscapedAzureTTS(
         speech_key=key, speech_region=region, speech_endpoint=url, voice=voice,
         language=language or None, http_session=http_session,
     )
@@ -369,12 +368,12 @@ def build_turn_handling(settings: Settings) -> dict[str, Any]:
     }
 
 
-def build_stt(settings: Settings, *, http_session: Any = None) -> lk_stt.STT:
+def build_stt(settings: Settings, *, http_session: Any = None) -> lk_stt.STT[Any]:
     """The STT chosen by ``GOCARE_STT_PROVIDER``, or ``ProviderConfigError`` naming what is missing."""
     problems = missing_stt_settings(settings)
     if problems:
         raise ProviderConfigError(problems)
-    stt: lk_stt.STT = STT_PROVIDERS[settings.stt_provider].build(settings, http_session)
+    stt: lk_stt.STT[Any] = STT_PROVIDERS[settings.stt_provider].build(settings, http_session)
     return stt
 
 
@@ -397,7 +396,7 @@ def llm_targets(settings: Settings) -> list[dict[str, str | None]]:
     return targets
 
 
-def build_llm(settings: Settings) -> lk_llm.LLM:
+def build_llm(settings: Settings) -> lk_llm.LLM[Any]:
     """OpenAI-compatible chat LLM; a ``FallbackAdapter`` when both LLM_API_KEY and GROQ_API_KEY are set."""
     problems = missing_llm_settings(settings)
     if problems:
@@ -405,7 +404,7 @@ def build_llm(settings: Settings) -> lk_llm.LLM:
     from livekit.agents import llm as lk_llm
     from livekit.plugins import openai
 
-    instances = []
+    instances: list[lk_llm.LLM[Any]] = []
     for target in llm_targets(settings):
         kwargs: dict[str, Any] = {"model": target["model"], "api_key": target["api_key"]}
         if target["base_url"]:
@@ -416,7 +415,7 @@ def build_llm(settings: Settings) -> lk_llm.LLM:
     return lk_llm.FallbackAdapter(instances)
 
 
-def build_tts(settings: Settings, *, http_session: Any = None) -> lk_tts.TTS:
+def build_tts(settings: Settings, *, http_session: Any = None) -> lk_tts.TTS[Any]:
     """TTS chosen by ``GOCARE_TTS_PROVIDER``; every other provider that is also configured becomes a
     fallback behind it (``tts.FallbackAdapter``), so a provider outage does not silence the agent."""
     problems = missing_tts_settings(settings)
@@ -426,6 +425,6 @@ def build_tts(settings: Settings, *, http_session: Any = None) -> lk_tts.TTS:
 
     instances = [row.build(settings, http_session) for row in configured_tts(settings)]
     if len(instances) == 1:
-        only: lk_tts.TTS = instances[0]
+        only: lk_tts.TTS[Any] = instances[0]
         return only
     return lk_tts.FallbackAdapter(instances)

@@ -330,7 +330,7 @@ class Settings(BaseSettings):
                 "without user info ('@'), backslashes, spaces, a query or a fragment (URL parsers disagree "
                 "on those: 'ws://evil.com\\@localhost' is localhost to Python and evil.com to the LiveKit SDK)"
             )
-        port = _LIVEKIT_URL.fullmatch(url).group("port")  # type: ignore[union-attr]
+        port = _LIVEKIT_URL.fullmatch(url).group("port")  # type: ignore[union-attr]  # the URL passed this pattern
         if port is not None and not 0 < int(port) < 65536:
             raise ValueError(f"port {port} is out of range")
         return url

@@ -179,7 +179,7 @@ class AuthenticationAgent(_GoCareAgent):
             if parsed.e164 is not None:
                 try:
                     record = await self._directory.averify(state.user_id, parsed.e164)
-                except Exception as error:  # noqa: BLE001
+                except Exception as error:  # noqa: BLE001 - a broken database must not look like a wrong number (below)
                     # a broken database must not look like a wrong number, nor cost an attempt; the class
                     # name only: a driver's error text and traceback can carry the query's parameters
                     logger.error(

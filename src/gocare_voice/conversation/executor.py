@@ -176,7 +176,7 @@ class CommandExecutor:
             ).answer()
         try:
             result = await _maybe_await(self.switch_mode(command.agent))
-        except Exception as error:  # noqa: BLE001 - a refusal (ModeSwitchError) or a failure: both answered
+        except Exception as error:  # a refusal (ModeSwitchError) or a failure: both answered
             code = getattr(error, "code", None)
             mapped = {"not_authenticated": proto.E_NOT_AUTHENTICATED, "unknown_mode": proto.E_INVALID_AGENT}.get(
                 str(code)

@@ -189,7 +189,7 @@ def identity_from_participant(
     attrs: Mapping[str, Any] = attributes if isinstance(attributes, Mapping) else {}
     readings.append(MetadataReading(identity_from_mapping(attrs, source="participant.attributes")))
     readings.append(read_metadata(job_metadata, source="job.metadata"))
-    for reading, label in zip(readings, ("participant.metadata", "participant.attributes", "job.metadata")):
+    for reading, label in zip(readings, ("participant.metadata", "participant.attributes", "job.metadata"), strict=True):
         if reading.problem:
             problems.append(f"{label}: {reading.problem}")
     return merge_identities(*(r.identity for r in readings)), problems

@@ -8,6 +8,7 @@ only the masked form, which is safe to log and to show.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from gocare_voice.protocol import DEFAULT_MODE, MODES, Mode
 
@@ -39,8 +40,8 @@ class SessionState:
     handoffs: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_identity(cls, identity: Identity | None, **extra: object) -> SessionState:
-        state = cls(**extra)  # type: ignore[arg-type]
+    def from_identity(cls, identity: Identity | None, **extra: Any) -> SessionState:
+        state = cls(**extra)
         if identity is not None:
             state.apply_identity(identity)
         return state

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -35,6 +35,9 @@ from gocare_voice.token_service.responses import json_response
 from gocare_voice.token_service.schemas import upload_openapi
 from gocare_voice.token_service.validation import check_name
 from gocare_voice.voice_upload import UploadResult, VoiceUploadPipeline
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 log = logging.getLogger("gocare.voice_upload")
 
@@ -78,7 +81,7 @@ class _UploadCollector:
         self._other_bytes = 0
         self.other_file_fields: list[str] = []
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": lambda data, start, end: self._header_field.extend(data[start:end]),
@@ -269,8 +272,8 @@ def build_voice_router(settings: Settings) -> APIRouter:
         log.info(
             "voice upload: %d bytes %s/%s %.1f s -> %s%s, notified=%s, %s",
             len(data), audio.container, audio.codec, audio.duration,
-            "ok" if result.ok else f"{result.failure.status} {result.failure.error}",  # type: ignore[union-attr]
-            "" if result.ok else f" at {result.failure.stage}",  # type: ignore[union-attr]
+            f"{result.failure.status} {result.failure.error}" if result.failure else "ok",
+            f" at {result.failure.stage}" if result.failure else "",
             result.agent_notified,
             " ".join(f"{k}={v * 1000:.0f}ms" for k, v in result.timings.items()),
         )

@@ -262,7 +262,7 @@ class VoiceUploadPipeline:
                 )
         except AudioError as error:  # the reply's encode (tts stage): our own audio, the message says so
             failure = StageFailure(stage=stage, status=502, error=f"{stage}_failed", detail=error.message[:300])
-        except Exception as error:  # noqa: BLE001 - a plugin error we do not know: still keep what we have
+        except Exception as error:  # a plugin error we do not know: still keep what we have
             log.error("voice upload: unexpected %s in the %s stage", type(error).__name__, stage, exc_info=error)
             failure = StageFailure(
                 stage=stage, status=502, error=f"{stage}_failed",

@@ -48,14 +48,14 @@ def prewarm(proc: Any) -> None:
         logger.warning("local end-of-turn model not preloaded: %s: %s", type(error).__name__, error)
     # our own heavy imports (SQLAlchemy, phonenumbers' metadata, the agents), here rather than inside the
     # first job's event loop, where livekit-agents reports them as a blocked loop
-    import gocare_voice.conversation.agents  # noqa: F401
-    import gocare_voice.conversation.directory  # noqa: F401
+    import gocare_voice.conversation.agents
+    import gocare_voice.conversation.directory  # noqa: F401 - imported for its side effect: loaded in prewarm, not in the first call
 
     try:
         # the openai SDK imports its chat resources lazily on the first request: a ~150 ms stall of the
         # session's event loop in the middle of the first turn otherwise; its HTTP stack imports anyio's
         # locks on the first request too (~100 ms, seen in the room tests)
-        import openai.resources.chat.completions  # noqa: F401
+        import openai.resources.chat.completions  # noqa: F401 - imported for its side effect: loaded in prewarm, not in the first call
 
         _import_all_of_anyio()
         # and the first HTTP client of a process loads the CA bundle (~150 ms): the LLM/TTS plugins each

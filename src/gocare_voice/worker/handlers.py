@@ -17,7 +17,7 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from gocare_voice import protocol as proto
@@ -28,7 +28,7 @@ from gocare_voice.worker.tasks import TaskScheduler
 
 logger = logging.getLogger("gocare.worker")
 
-Greeter = Callable[[], Awaitable[Any]]
+Greeter = Callable[[], Coroutine[Any, Any, Any]]
 
 
 def _identity_of(participant: Participant | None) -> str | None:
@@ -184,7 +184,7 @@ class RoomHandlers:
             )
             self.update_identity(participant, metadata=new_metadata, why="metadata changed")
             self._maybe_greet()
-        except Exception:  # noqa: BLE001 - a callback must never take the job down
+        except Exception:  # a callback must never take the job down
             self.log.exception("metadata change not handled (room=%s participant=%s)", self.room_name, _identity_of(participant))
 
     def on_participant_attributes_changed(self, changed_attributes: Any, participant: Participant) -> None:
@@ -198,13 +198,13 @@ class RoomHandlers:
             )
             self.update_identity(participant, why="attributes changed")
             self._maybe_greet()
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.log.exception("attributes change not handled (room=%s participant=%s)", self.room_name, _identity_of(participant))
 
     def on_data_received(self, packet: DataPacket) -> None:
         try:
             self._on_data(packet)
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.ignored_packets += 1
             self.log.exception("data packet not handled (room=%s)", self.room_name)
 
@@ -265,13 +265,13 @@ class RoomHandlers:
                 self._gone.cancel()
                 self._gone = None
             self.scheduler.spawn(self._welcome_again(participant), what="welcome", participant=who)
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.log.exception("participant join not handled (room=%s)", self.room_name)
 
     async def _welcome_again(self, participant: Participant) -> None:
         try:
             await self.send_welcome(participant)
-        except Exception:  # noqa: BLE001 - the scheduler would log it too; say what it was
+        except Exception:  # the scheduler would log it too; say what it was
             self.log.exception("welcome not sent (room=%s participant=%s)", self.room_name, self.user_identity)
 
     def on_participant_disconnected(self, participant: Participant) -> None:
@@ -287,7 +287,7 @@ class RoomHandlers:
             if self.reconnect_grace is not None and self.end_call is not None and self._gone is None:
                 self._gone = self.scheduler.spawn(self._end_unless_back(self.reconnect_grace), what="reconnect wait",
                                                   participant=who)
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.log.exception("disconnect not handled (room=%s)", self.room_name)
 
     # --- the work, on the event loop ---------------------------------------------------------------
@@ -341,7 +341,7 @@ class RoomHandlers:
             else:
                 self.log.info("command %s received by rpc (room=%s participant=%s)", parsed.name, self.room_name, caller, extra=self._extra(caller))
             return json.dumps(await self.run_command(parsed, caller=caller))
-        except Exception as error:  # noqa: BLE001 - the caller gets an answer, the job lives on
+        except Exception as error:  # the caller gets an answer, the job lives on
             self.log.exception("rpc %s failed (room=%s participant=%s)", proto.shown(method), self.room_name, caller)
             return json.dumps(proto.CommandError(proto.E_FAILED, type(error).__name__).answer())
 
@@ -394,12 +394,12 @@ class RoomHandlers:
             try:
                 await self.greet()
                 greeted = True
-            except Exception:  # noqa: BLE001 - no greeting is bad, a dead job is worse
+            except Exception:  # no greeting is bad, a dead job is worse
                 self.log.exception("greeting failed (room=%s participant=%s)", self.room_name, self.user_identity)
         if participant is not None:
             try:
                 await self.send_welcome(participant)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.log.exception("welcome not sent (room=%s participant=%s)", self.room_name, self.user_identity)
         return greeted
 

@@ -23,11 +23,11 @@ from typing import Any
 def on_job_process_closed(server: Any, callback: Callable[[Any], None]) -> None:
     """Call ``callback(job_executor)`` whenever one of ``server``'s job processes ends. The pool exists once
     the server runs, so the listener is added on ``worker_started``."""
-    server.on("worker_started", lambda *_: server._proc_pool.on("process_closed", callback))
+    server.on("worker_started", lambda *_: server._proc_pool.on("process_closed", callback))  # noqa: SLF001 - no public way; pinned by tests/test_livekit_private.py
 
 
 def preload_tls_context() -> None:
     """Build the per-process TLS context of livekit-agents' shared HTTP session now, not in a call."""
     from livekit.agents.utils import http_context
 
-    http_context._create_ssl_context()
+    http_context._create_ssl_context()  # noqa: SLF001 - no public way; pinned by tests/test_livekit_private.py

@@ -154,7 +154,7 @@ async def probe_room(settings: Settings, *, metadata: str, room: str | None, tim
             )
         except asyncio.TimeoutError:
             raise ProbeError(f"could not join room {room_name} within {timeout:.0f}s", kind="connect") from None
-        except Exception as error:  # rtc.ConnectError and friends
+        except Exception as error:  # noqa: BLE001 - rtc.ConnectError and friends
             raise ProbeError(f"could not join room {room_name}: {error}", kind="connect") from None
         result.connect_seconds = time.perf_counter() - started
         for participant in lk_room.remote_participants.values():
@@ -185,5 +185,5 @@ async def probe_room(settings: Settings, *, metadata: str, room: str | None, tim
     finally:
         try:
             await asyncio.wait_for(lk_room.disconnect(), timeout=5.0)
-        except Exception:  # noqa: BLE001 - leaving is best effort
+        except Exception:  # leaving is best effort
             logger.debug("probe disconnect failed", exc_info=True)

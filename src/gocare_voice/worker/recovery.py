@@ -98,7 +98,7 @@ class CrashRecovery:
     def on_process_closed(self, proc: Any) -> None:
         try:
             lost = lost_job(proc)
-        except Exception:  # noqa: BLE001 - a callback of livekit's pool must never raise
+        except Exception:  # a callback of livekit's pool must never raise
             logger.exception("could not read the closed job process")
             return
         if lost is None:
