@@ -314,12 +314,6 @@ async def test_start_conversation_before_verification_reports_the_number_check()
     assert answer["agent"] == "assistant"
 
 
-def test_modes_are_defined_once() -> None:
-    from gocare_voice.conversation import state
-
-    assert cmd.MODES is state.MODES == ("assistant", "attorney", "click_to_talk")
-
-
 async def test_turns_refused_while_stopped() -> None:
     executor, _, _ = make_executor(mode="click_to_talk")
     await executor.execute(cmd.Command("stop_conversation"))
