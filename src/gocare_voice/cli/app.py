@@ -23,6 +23,7 @@ from gocare_voice.cli.common import (
     console,
     err_console,
     load_cli_settings,
+    new_app,
     print_error,
 )
 from gocare_voice.cli.users import users_app
@@ -49,13 +50,7 @@ def _hide_flag_placeholder() -> None:
 
 _hide_flag_placeholder()
 
-app = typer.Typer(
-    name="gocare",
-    help="GoCare voice backend: LiveKit token service, agent worker and tools.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = new_app(name="gocare", help="GoCare voice backend: LiveKit token service, agent worker and tools.")
 
 
 def _version(value: bool) -> None:

@@ -19,6 +19,13 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def new_app(*, name: str, help: str) -> typer.Typer:
+    """A ``gocare`` (sub-)command group: help when called bare, no shell-completion options, plain errors."""
+    return typer.Typer(
+        name=name, help=help, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
+    )
+
+
 @dataclass
 class CliState:
     env_file: Optional[Path] = Path(".env")

@@ -14,19 +14,13 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from gocare_voice.cli.common import load_cli_settings, print_error
+from gocare_voice.cli.common import load_cli_settings, new_app, print_error
 
 if TYPE_CHECKING:
     from gocare_voice.conversation.directory import UserDirectory
     from gocare_voice.settings import Settings
 
-users_app = typer.Typer(
-    name="users",
-    help="Manage registered users (user id, name, mobile number) in the directory.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+users_app = new_app(name="users", help="Manage registered users (user id, name, mobile number) in the directory.")
 
 _DB_HELP = "Database URL (default: GOCARE_DATABASE_URL, else sqlite:///gocare-users.db)."
 

@@ -21,18 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from gocare_voice.cli.common import fail, load_cli_settings, print_error
+from gocare_voice.cli.common import fail, load_cli_settings, new_app, print_error
 
 if TYPE_CHECKING:
     from gocare_voice.settings import Settings
 
-worker_app = typer.Typer(
-    name="worker",
-    help="The LiveKit Agents worker (agent GOCARE_AGENT_NAME, default multi-assistant).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+worker_app = new_app(name="worker", help="The LiveKit Agents worker (agent GOCARE_AGENT_NAME, default multi-assistant).")
 
 _PASS_THROUGH: dict[str, Any] = {"allow_extra_args": True, "ignore_unknown_options": True}
 
