@@ -373,10 +373,10 @@ def build_agent_for_mode(
 ) -> Agent:
     """``"assistant" | "attorney" | "click_to_talk"`` -> a new agent for that mode (ValueError otherwise).
     It does not check verification; :func:`switch_mode` does, and the agent re-checks on entry."""
-    agent_type = _MODE_AGENTS.get(mode)
-    if agent_type is None:
+    known = normalize_mode(mode) if mode in _MODE_AGENTS else None
+    if known is None:
         raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-    return agent_type(
+    return _MODE_AGENTS[known](
         state=state, settings=settings, directory=directory, chat_ctx=chat_ctx, announce=announce
     )
 

@@ -87,7 +87,7 @@ class CrashRecovery:
     def __init__(self, *, settings: Settings) -> None:
         self.settings = settings
         self.budget = RedispatchBudget(limit=settings.worker_redispatch_limit)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[str]] = set()
 
     def attach(self, server: Any) -> None:
         # livekit-agents has no public event for job ends: one private hook, pinned by a test
