@@ -195,15 +195,23 @@ def _command_from(data: Mapping[str, Any], *, name: Any, request_id: str | None)
     return Command(command, request_id=request_id)
 
 
-def parse_message(raw: Any) -> Parsed:
-    """One JSON message from the app (a data packet on topic ``gocare``): a command, a voice upload
-    notice, or a typed error. Never raises."""
+def _json_object(raw: Any, *, what: str) -> tuple[dict[str, Any], str | None] | CommandError:
+    """A JSON object and its ``requestId``, or the error saying why ``raw`` is not one."""
     data, error = _decode(raw)
     if error is not None:
         return error
     if not isinstance(data, dict):
-        return CommandError(E_MALFORMED, f"message JSON is a {type(data).__name__}, not an object")
-    request_id = _text(data.get("requestId") or data.get("request_id"), limit=64)
+        return CommandError(E_MALFORMED, f"{what} JSON is a {type(data).__name__}, not an object")
+    return data, _text(data.get("requestId") or data.get("request_id"), limit=64)
+
+
+def parse_message(raw: Any) -> Parsed:
+    """One JSON message from the app (a data packet on topic ``gocare``): a command, a voice upload
+    notice, or a typed error. Never raises."""
+    read = _json_object(raw, what="message")
+    if isinstance(read, CommandError):
+        return read
+    data, request_id = read
     kind = _text(data.get("type"), limit=32)
     if kind is None and "command" in data:
         kind = COMMAND
@@ -237,15 +245,11 @@ def parse_rpc(method: Any, payload: Any) -> Command | CommandError:
     name = _text(method, limit=64)
     if name is None or name.lower() not in COMMANDS:
         return CommandError(E_UNKNOWN_COMMAND, f"unknown command {shown(method)}")
-    if payload is None or (isinstance(payload, (str, bytes)) and not payload.strip()):
-        data: Any = {}
-    else:
-        data, error = _decode(payload)
-        if error is not None:
-            return error
-    if not isinstance(data, dict):
-        return CommandError(E_MALFORMED, f"payload JSON is a {type(data).__name__}, not an object")
-    request_id = _text(data.get("requestId") or data.get("request_id"), limit=64)
+    empty = payload is None or (isinstance(payload, (str, bytes)) and not payload.strip())
+    read = _json_object({} if empty else payload, what="payload")
+    if isinstance(read, CommandError):
+        return read
+    data, request_id = read
     inner = data.get("command")
     if inner is not None and (not isinstance(inner, str) or inner.strip().lower() != name.lower()):
         return CommandError(E_MALFORMED, f"payload command does not match method {shown(name)}", request_id)
