@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from gocare_voice.audio import decode_audio  # noqa: E402
-from scripted.recordings import make_recordings, tools_missing  # noqa: E402
+from gocare_voice.audio import decode_audio
+from scripted.recordings import make_recordings, tools_missing
 
 FORMATS = ["webm", "webm_stream", "m4a", "m4a_faststart", "wav", "mp3", "ogg", "ogg_vorbis"]
 

@@ -26,7 +26,6 @@ import signal
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time

@@ -63,7 +63,7 @@ def post_token(port: int) -> dict:
 
 
 def parse_ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]  # wrk prints this format
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
@@ -73,9 +73,9 @@ def run_wrk(port: int, script: Path, *, duration: int, connections: int) -> dict
          f"http://127.0.0.1:{port}/getToken"],
         capture_output=True, text=True, check=True,
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = parse_ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = parse_ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]  # wrk prints this format
+    p50 = parse_ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]  # wrk prints this format
+    p99 = parse_ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]  # wrk prints this format
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock_err = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = int(non2xx.group(1)) if non2xx else 0
@@ -135,7 +135,7 @@ def main() -> None:
         procs = {"gocare": start_gocare(ports["gocare"]),
                  "node-peer": start_peer(ports["node-peer"], args.peer, workdir)}
         try:
-            for name, port in ports.items():
+            for _name, port in ports.items():
                 wait_ready(f"http://127.0.0.1:{port}/health")
                 run_wrk(port, script, duration=2, connections=args.connections)  # warm-up (JIT, caches)
             results: dict[str, list[dict[str, float]]] = {name: [] for name in ports}

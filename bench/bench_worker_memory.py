@@ -61,7 +61,7 @@ async def sessions_stage(count: int, settings: object, vad: object, base: tuple[
     from livekit.agents import AgentSession
     from livekit.agents.utils import http_context
 
-    from gocare_voice.conversation import providers
+    from gocare_voice import providers
 
     directory = UserDirectory.from_settings(settings)
     sessions = []
@@ -73,10 +73,10 @@ async def sessions_stage(count: int, settings: object, vad: object, base: tuple[
     for i in range(1, count + 1):
         state = SessionState(user_id=f"user-{i}", user_name="John Doe")
         session = AgentSession(
-            llm=providers.build_llm(settings), tts=providers.build_tts(settings), vad=vad,  # type: ignore[arg-type]
-            turn_handling={"turn_detection": providers.build_turn_detection(settings)}, userdata=state,  # type: ignore[arg-type]
+            llm=providers.build_llm(settings), tts=providers.build_tts(settings), vad=vad,  # type: ignore[arg-type]  # the plugins' concrete types, as the worker passes them
+            turn_handling={"turn_detection": providers.build_turn_detection(settings)}, userdata=state,  # type: ignore[arg-type]  # the plugins' concrete types, as the worker passes them
         )
-        await session.start(build_entry_agent(state=state, settings=settings, directory=directory,  # type: ignore[arg-type]
+        await session.start(build_entry_agent(state=state, settings=settings, directory=directory,  # type: ignore[arg-type]  # the plugins' concrete types, as the worker passes them
                                               greet_on_enter=False))
         sessions.append(session)
         if i == 1:
@@ -134,7 +134,7 @@ def main() -> int:
 
         local_inference.init_eot()
         eot_loaded = row("3b. local end-of-turn model initialised", vad_loaded)
-        import openai.resources.chat.completions  # noqa: F401
+        import openai.resources.chat.completions  # noqa: F401 - imported for its side effect: loaded in prewarm, not in the first call
 
         sdk_loaded = row("3c. openai SDK chat resources imported", eot_loaded)
         proc = Proc()

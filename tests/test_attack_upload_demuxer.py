@@ -134,7 +134,7 @@ async def test_a_stuck_decoder_is_killed_and_the_pool_refilled(recordings) -> No
     workers = AudioWorkers(processes=1, timeout=1.5)
     try:
         await workers.start()
-        old = set((workers._pool._processes or {}).keys())  # noqa: SLF001 - which processes were killed
+        old = set((workers._pool._processes or {}).keys())  # which processes were killed
         started = time.monotonic()
         stuck = asyncio.ensure_future(workers.call(time.sleep, 60))
         await asyncio.sleep(0.2)
@@ -145,7 +145,7 @@ async def test_a_stuck_decoder_is_killed_and_the_pool_refilled(recordings) -> No
         assert "could not be decoded within 1.5 s" in stopped.value.message and stopped.value.status == 422
         decoded = await asyncio.wait_for(innocent, 30)
         assert decoded.duration == pytest.approx(recordings.seconds, abs=0.08)
-        new = set((workers._pool._processes or {}).keys())  # noqa: SLF001
+        new = set((workers._pool._processes or {}).keys())
         assert new and not (new & old)
         import psutil
 

@@ -14,7 +14,7 @@ from audio_sink import RecordingAudioOutput
 from gocare_voice.conversation.agents import build_entry_agent
 from gocare_voice.conversation.directory import UserDirectory
 from gocare_voice.conversation.identity import Identity, greeting_text
-from gocare_voice.conversation.providers import build_vad, import_plugins
+from gocare_voice.providers import build_vad, import_plugins
 from gocare_voice.conversation.state import SessionState
 from gocare_voice.settings import Settings
 from gocare_voice.worker.entrypoint import build_session, session_providers

@@ -219,7 +219,7 @@ def test_worker_help_needs_no_settings(command: str) -> None:
 
 
 def test_audio_console_without_a_sound_device_says_why() -> None:
-    from gocare_voice.cli_worker import audio_device_problem
+    from gocare_voice.cli.worker import audio_device_problem
 
     if audio_device_problem() is None:
         pytest.skip("this machine has a sound device")

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from gocare_voice.conversation import commands as cmd
+from gocare_voice import protocol as cmd
+from gocare_voice.conversation.executor import CommandExecutor
 from gocare_voice.conversation.state import SessionState
 
 # --- parsing -----------------------------------------------------------------------------------------
@@ -190,10 +191,10 @@ class PlainSession:
 
 
 def make_executor(*, mode: str = "assistant", authenticated: bool = True,
-                  switch: Callable[[str], Any] | None = None) -> tuple[cmd.CommandExecutor, PlainSession, SessionState]:
+                  switch: Callable[[str], Any] | None = None) -> tuple[CommandExecutor, PlainSession, SessionState]:
     session = PlainSession()
-    state = SessionState(user_id="u1", user_name="John Doe", authenticated=authenticated, mode=mode)  # type: ignore[arg-type]
-    return cmd.CommandExecutor(session=session, state=state, switch_mode=switch), session, state
+    state = SessionState(user_id="u1", user_name="John Doe", authenticated=authenticated, mode=mode)  # type: ignore[arg-type]  # mode is one of MODES in every caller
+    return CommandExecutor(session=session, state=state, switch_mode=switch), session, state
 
 
 async def test_stop_then_start_conversation() -> None:
@@ -295,10 +296,9 @@ async def test_push_to_talk_turns() -> None:
 
 
 async def test_end_turn_waits_the_configured_transcript_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gocare_voice.conversation import agents
+    from gocare_voice.conversation import executor as executor_module
 
-    assert agents.CLICK_TO_TALK_TRANSCRIPT_TIMEOUT is cmd.CLICK_TO_TALK_TRANSCRIPT_TIMEOUT  # one constant
-    monkeypatch.setattr(cmd, "CLICK_TO_TALK_TRANSCRIPT_TIMEOUT", 17.5)
+    monkeypatch.setattr(executor_module, "CLICK_TO_TALK_TRANSCRIPT_TIMEOUT", 17.5)
     executor, session, _ = make_executor(mode="click_to_talk")
     await executor.execute(cmd.Command("start_turn"))
     await executor.execute(cmd.Command("end_turn"))
@@ -314,12 +314,6 @@ async def test_start_conversation_before_verification_reports_the_number_check()
     assert answer["agent"] == "assistant"
 
 
-def test_modes_are_defined_once() -> None:
-    from gocare_voice.conversation import state
-
-    assert cmd.MODES is state.MODES == ("assistant", "attorney", "click_to_talk")
-
-
 async def test_turns_refused_while_stopped() -> None:
     executor, _, _ = make_executor(mode="click_to_talk")
     await executor.execute(cmd.Command("stop_conversation"))
@@ -333,7 +327,7 @@ async def test_session_errors_become_answers() -> None:
     def broken(**_: Any) -> None:
         raise RuntimeError("AgentSession isn't running")
 
-    session.commit_user_turn = broken  # type: ignore[method-assign]
+    session.commit_user_turn = broken  # type: ignore[method-assign]  # a failing session method, on purpose
     answer = await executor.execute(cmd.Command("end_turn"))
     assert answer["ok"] is False and answer["error"] == cmd.E_FAILED
 
@@ -344,7 +338,7 @@ async def test_stop_before_the_session_runs_still_answers() -> None:
     def not_running(**_: Any) -> None:
         raise RuntimeError("AgentSession isn't running")
 
-    session.interrupt = not_running  # type: ignore[method-assign]
+    session.interrupt = not_running  # type: ignore[method-assign]  # a failing session method, on purpose
     answer = await executor.execute(cmd.Command("stop_conversation"))
     assert answer["ok"] is True
     assert session.output.audio_enabled is False
@@ -381,11 +375,11 @@ async def test_real_session_switch_refused_then_allowed(real_parts: Any) -> None
     settings, directory, state, session = real_parts
     async with session:
         await session.start(build_entry_agent(state=state, settings=settings, directory=directory, greet_on_enter=False))
-        executor = cmd.CommandExecutor(
+        executor = CommandExecutor(
             session=session, state=state,
             switch_mode=lambda mode: switch_mode(session, mode, settings=settings, directory=directory, state=state),
         )
-        refused = await executor.execute(cmd.parse_rpc("switch_agent", '{"agent": "attorney"}'))  # type: ignore[arg-type]
+        refused = await executor.execute(cmd.parse_rpc("switch_agent", '{"agent": "attorney"}'))  # type: ignore[arg-type]  # a parse result goes straight to the executor
         assert refused["error"] == cmd.E_NOT_AUTHENTICATED
         assert isinstance(session.current_agent, AuthenticationAgent)
 
@@ -410,7 +404,7 @@ async def test_real_session_voice_upload_reaches_the_chat_context(real_parts: An
     settings, directory, state, session = real_parts
     async with session:
         await session.start(build_entry_agent(state=state, settings=settings, directory=directory, greet_on_enter=False))
-        executor = cmd.CommandExecutor(session=session, state=state)
+        executor = CommandExecutor(session=session, state=state)
         upload = cmd.parse_message({"type": "voice_upload", "transcript": "I booked a doctor for Monday",
                                     "reply": "Noted, Monday it is."})
         assert isinstance(upload, cmd.VoiceUpload)

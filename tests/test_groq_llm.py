@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from gocare_voice.conversation.agents import MainAgent, build_entry_agent
 from gocare_voice.conversation.directory import UserDirectory
-from gocare_voice.conversation.providers import GROQ_DEFAULT_MODEL, import_plugins
+from gocare_voice.providers import GROQ_DEFAULT_MODEL, import_plugins
 from gocare_voice.conversation.state import SessionState
 from gocare_voice.settings import Settings
 from gocare_voice.token_service.app import create_app

@@ -43,7 +43,7 @@ def test_claims_are_exactly_what_livekit_access_token_writes() -> None:
         .with_room_config(api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name="multi-assistant")]))
         .to_jwt()
     )
-    decode = lambda t: jwt.decode(t, SECRET, algorithms=["HS256"], issuer=KEY)  # noqa: E731
+    decode = lambda t: jwt.decode(t, SECRET, algorithms=["HS256"], issuer=KEY)  # noqa: E731 - a one-line helper local to this test
     a, b = decode(ours), decode(theirs)
     assert abs(a.pop("nbf") - b.pop("nbf")) <= 1 and abs(a.pop("exp") - b.pop("exp")) <= 1
     assert a == b

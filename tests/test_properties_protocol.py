@@ -12,7 +12,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gocare_voice.conversation.commands import (
+from gocare_voice.protocol import (
     COMMANDS,
     TOPIC,
     Command,

@@ -12,7 +12,7 @@ import av
 import pytest
 from livekit.agents import APIConnectOptions, APIStatusError
 
-from gocare_voice.conversation.azure_tts import build_azure_tts
+from gocare_voice.providers import build_azure_tts
 from scripted import audio_tools
 from scripted.azure_tts_server import ScriptedAzureTTSServer
 

@@ -147,9 +147,11 @@ def test_bare_names_from_the_platform_are_not_read(monkeypatch: pytest.MonkeyPat
 
 
 def test_settings_are_immutable() -> None:
+    from pydantic import ValidationError
+
     s = Settings()
-    with pytest.raises(Exception):
-        s.agent_name = "x"  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        s.agent_name = "x"  # type: ignore[misc]  # the very assignment a frozen model refuses
 
 
 def _documented_names() -> list[str]:

@@ -347,7 +347,7 @@ def test_reply_encode_failure_keeps_transcript_and_reply(settings_for, recording
         async def start(self) -> None:
             await real.start()
 
-        async def decode(self, data: bytes, **kwargs: Any):  # type: ignore[no-untyped-def]
+        async def decode(self, data: bytes, **kwargs: Any):  # type: ignore[no-untyped-def]  # stands in for AudioWorkers.decode
             return await real.decode(data, **kwargs)
 
         async def encode(self, pcm: bytes, **kwargs: Any) -> bytes:
@@ -510,11 +510,11 @@ def test_chunked_oversize_is_cut_off_while_reading(live_server, deepgram_server)
 
 def test_notify_packet_is_what_the_worker_parses() -> None:
     """The contract with the worker: the packet we send is a VoiceUpload on the worker's side."""
-    from gocare_voice.conversation.commands import TOPIC as WORKER_TOPIC
-    from gocare_voice.conversation.commands import VoiceUpload, parse_data_packet
-    from gocare_voice.voice_upload.notify import TOPIC, notify_payload
+    from gocare_voice.protocol import TOPIC, VoiceUpload, encode, parse_data_packet, voice_upload_packet
 
-    assert TOPIC == WORKER_TOPIC == "gocare"
+    def notify_payload(*, transcript: str, reply: str | None) -> bytes:
+        return encode(voice_upload_packet(transcript=transcript, reply=reply))
+
     parsed = parse_data_packet(notify_payload(transcript="check my appointment", reply="It is at nine."), topic=TOPIC)
     assert isinstance(parsed, VoiceUpload)
     assert (parsed.transcript, parsed.reply) == ("check my appointment", "It is at nine.")

@@ -80,7 +80,7 @@ def test_a_connection_given_up_by_livekit_agents_exits_1(tmp_path: Path) -> None
     script = (
         "import typer\n"
         "from gocare_voice.settings import Settings\n"
-        "from gocare_voice import cli_worker\n"
+        "from gocare_voice.cli import worker as cli_worker\n"
         f"s = Settings(livekit_url='ws://127.0.0.1:{closed_port()}', livekit_connect_retries=0, "
         "deepgram_api_key='x', llm_api_key='y')\n"
         "try:\n"
@@ -119,7 +119,7 @@ def twirp_server() -> Iterator[tuple[str, list[str]]]:
     loop.run_until_complete(runner.setup())
     site = web.TCPSite(runner, "127.0.0.1", 0)
     loop.run_until_complete(site.start())
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # a started site has a server
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     yield f"ws://127.0.0.1:{port}", seen
@@ -212,7 +212,7 @@ def test_start_help_is_livekit_agents_own(tmp_path: Path) -> None:
 
 
 def test_livekit_options_passed_through_are_what_the_preflight_checks(tmp_path: Path) -> None:
-    from gocare_voice.cli_worker import livekit_overrides
+    from gocare_voice.cli.worker import livekit_overrides
 
     assert livekit_overrides(["--url", "ws://a:1", "--api-key=k", "--log-level", "debug", "--api-secret"]) == {
         "livekit_url": "ws://a:1", "livekit_api_key": "k"}

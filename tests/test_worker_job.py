@@ -8,7 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from gocare_voice.conversation import commands as cmd
+from gocare_voice import protocol as cmd
+from gocare_voice.conversation.executor import CommandExecutor
 from gocare_voice.settings import Settings
 from gocare_voice.worker import entrypoint
 from scripted.openai_server import Reply, Rule, ScriptedOpenAIServer
@@ -82,7 +83,7 @@ async def test_run_job_console_greets_with_the_dispatch_name_and_answers(tmp_pat
         assert "John" in request.system_text  # the name reached the instructions
 
         # the app's commands work against this session (here straight through the executor)
-        executor = cmd.CommandExecutor(session=session, state=state)
+        executor = CommandExecutor(session=session, state=state)
         refused = await executor.execute(cmd.Command("switch_agent", agent="attorney"))
         assert refused["error"] == cmd.E_NOT_AUTHENTICATED
         for callback in ctx.shutdown_callbacks:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, multiprocess
 
-from gocare_voice.conversation import commands as cmd
+from gocare_voice import protocol as cmd
 from gocare_voice.settings import Settings, SettingsError, load_settings
 from gocare_voice.worker import metrics as worker_metrics
 from gocare_voice.worker.handlers import RoomHandlers
@@ -150,7 +150,7 @@ async def test_handlers_count_each_refused_command_once_by_its_code() -> None:
     rpc = room.local_participant.rpc["switch_agent"]
 
     await rpc(Rpc("switch_agent", '{"agent": "attorney"}'))  # the session has not started yet
-    handlers.executor = Executor()  # type: ignore[assignment]
+    handlers.bind_session(executor=Executor())  # type: ignore[arg-type]
     assert json.loads(await rpc(Rpc("switch_agent", '{"agent": "attorney"}')))["ok"] is True  # not counted
     await rpc(Rpc("switch_agent", "{not json"))
     await rpc(Rpc("switch_agent", '{"agent": "pirate"}'))

@@ -5,13 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gocare_voice.conversation.providers import (
-    azure_configured,
-    missing_llm_settings,
-    missing_stt_settings,
-    missing_tts_settings,
-)
-from gocare_voice.settings import AuthMode, Settings, TTSProvider
+from gocare_voice.providers import STT_PROVIDERS, TTS_PROVIDERS, provider_facts
+from gocare_voice.settings import AuthMode, Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,33 +21,23 @@ class ConfigRow:
 def configuration_facts(settings: Settings) -> dict[str, bool]:
     """What ``/health`` reports: true only when the provider could really be built from these settings
     (the same checks the worker makes before it starts)."""
-    return {
-        "livekit_configured": settings.livekit_configured,
-        "llm_configured": not missing_llm_settings(settings),
-        "deepgram_configured": not missing_stt_settings(settings),
-        "groq_configured": settings.groq_configured,
-        "azure_tts_configured": azure_configured(settings),
-        "tts_configured": not missing_tts_settings(settings),
-    }
+    return {"livekit_configured": settings.livekit_configured, **provider_facts(settings)}
 
 
 def configuration_rows(settings: Settings) -> list[ConfigRow]:
     facts = configuration_facts(settings)
-    tts_hint = {
-        TTSProvider.openai: "GOCARE_TTS_API_KEY or LLM_API_KEY (OpenAI-compatible speech)",
-        TTSProvider.deepgram: "DEEPGRAM_API_KEY (GOCARE_TTS_PROVIDER=deepgram)",
-        TTSProvider.azure: "AZURE_SPEECH_KEY and AZURE_SPEECH_REGION (GOCARE_TTS_PROVIDER=azure)",
-    }[settings.tts_provider]
+    stt = STT_PROVIDERS[settings.stt_provider]
+    tts = TTS_PROVIDERS[settings.tts_provider]
     return [
         ConfigRow("LiveKit server", facts["livekit_configured"], True, "token-server, worker",
                   f"LIVEKIT_URL ({settings.livekit_url}), LIVEKIT_API_KEY, LIVEKIT_API_SECRET"),
         ConfigRow("LLM", facts["llm_configured"], True, "worker, voice upload",
                   "LLM_API_KEY (+ LLM_BASE_URL, LLM_MODEL_NAME) or GROQ_API_KEY"),
         ConfigRow("Groq", facts["groq_configured"], False, "worker, voice upload", "GROQ_API_KEY"),
-        ConfigRow("Speech-to-text (Deepgram)", facts["deepgram_configured"], True, "worker, voice upload",
-                  "DEEPGRAM_API_KEY"),
-        ConfigRow(f"Text-to-speech ({settings.tts_provider.value})", facts["tts_configured"], True,
-                  "worker, voice upload", tts_hint),
+        ConfigRow(f"Speech-to-text ({stt.label})", facts["stt_configured"], True, "worker, voice upload",
+                  stt.hint),
+        ConfigRow(f"Text-to-speech ({tts.label})", facts["tts_configured"], True, "worker, voice upload",
+                  tts.hint),
         ConfigRow("Azure text-to-speech", facts["azure_tts_configured"], False, "worker, voice upload (optional)",
                   "AZURE_SPEECH_KEY, AZURE_SPEECH_REGION, pip install 'gocare-voice[azure]'"),
         ConfigRow("Caller authentication", settings.auth_mode is AuthMode.jwt, False, "token-server",

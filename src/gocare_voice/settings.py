@@ -57,6 +57,10 @@ class PlaygroundMode(str, Enum):
     off = "off"
 
 
+class STTProvider(str, Enum):
+    deepgram = "deepgram"
+
+
 class TTSProvider(str, Enum):
     openai = "openai"
     deepgram = "deepgram"
@@ -262,6 +266,7 @@ class Settings(BaseSettings):
     deepgram_base_url: str | None = Field(
         None, validation_alias="GOCARE_DEEPGRAM_BASE_URL"
     )
+    stt_provider: STTProvider = Field(STTProvider.deepgram, validation_alias="GOCARE_STT_PROVIDER")
     stt_model: str = Field("nova-3", validation_alias="GOCARE_STT_MODEL")
     stt_language: str = Field("en-US", validation_alias="GOCARE_STT_LANGUAGE")
     tts_provider: TTSProvider = Field(
@@ -350,7 +355,7 @@ class Settings(BaseSettings):
                 "without user info ('@'), backslashes, spaces, a query or a fragment (URL parsers disagree "
                 "on those: 'ws://evil.com\\@localhost' is localhost to Python and evil.com to the LiveKit SDK)"
             )
-        port = _LIVEKIT_URL.fullmatch(url).group("port")  # type: ignore[union-attr]
+        port = _LIVEKIT_URL.fullmatch(url).group("port")  # type: ignore[union-attr]  # the URL passed this pattern
         if port is not None and not 0 < int(port) < 65536:
             raise ValueError(f"port {port} is out of range")
         return url

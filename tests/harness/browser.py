@@ -105,7 +105,7 @@ class SdkServer:
         name = "/" + file.name
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 if self.path.split("?")[0] != name:
                     self.send_error(404)
                     return

@@ -54,7 +54,7 @@ class ManagedProcess:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop(); a fresh log per process
+        self._log = open(log_path, "wb")  # closed in stop(); a fresh log per process
         self.process = subprocess.Popen(
             self.argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,

@@ -149,7 +149,7 @@ class RunningWorker:
         return httpx.get(self.http_url + "/worker", timeout=5).json()
 
     def active_jobs(self) -> int:
-        return int(self.info().get("active_jobs", 0))  # type: ignore[call-overload]
+        return int(self.info().get("active_jobs", 0))  # type: ignore[call-overload]  # the worker's /worker JSON: active_jobs is an int
 
 
 def start_worker(*, name: str, livekit: LiveKitServer, providers: Providers, users_db: str, logs: Path,

@@ -68,7 +68,7 @@ async def test_a_job_that_keeps_dying_is_not_dispatched_forever_the_user_is_told
         for _attempt in range(3):  # GOCARE_WORKER_REDISPATCH_LIMIT=2: two returns, then the user is told
             await app.wait_agent(timeout=30)
             await app.wait_packet("welcome", since=killed_at, timeout=30)
-            pid = await app.wait_for(lambda: (p := find_job_pid(worker.process, room_name)) != killed_pid and p,
+            pid = await app.wait_for(lambda old=killed_pid: (p := find_job_pid(worker.process, room_name)) != old and p,
                                      timeout=10, what="the new job's process")
             killed_at, killed_pid = time.monotonic(), pid
             os.kill(pid, signal.SIGKILL)

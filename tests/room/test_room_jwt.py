@@ -48,7 +48,7 @@ async def test_identity_and_room_are_bound_to_the_signed_in_user(
 ):
     login = app_login("user-42", "John Doe")
     async with httpx.AsyncClient(timeout=10) as http:
-        post = lambda body, bearer=login: http.post(  # noqa: E731
+        post = lambda body, bearer=login: http.post(  # noqa: E731 - a one-line helper local to this test
             jwt_token_service.url + "/api/token", json=body, headers={"Authorization": f"Bearer {bearer}"})
         assert (await http.post(jwt_token_service.url + "/api/token", json={})).status_code == 401
         other_identity = await post({"participant_identity": "user-77", "room_config": {}})

@@ -130,7 +130,7 @@ async def test_ten_calls_spread_over_both_nodes_and_both_workers(cluster, script
         rooms = [f"{room_name}-{batch}{i}" for i in range(2)]
         results = await asyncio.gather(*(
             short_call(cluster, cluster.token_services[i], room) for i, room in enumerate(rooms)))
-        placed.update(zip(rooms, results))
+        placed.update(zip(rooms, results, strict=True))
     nodes = [node for node, _ in placed.values()]
     workers = [w for _, found in placed.values() for w in found]
     assert all(len(found) == 1 for _, found in placed.values()), placed  # each call served by one worker

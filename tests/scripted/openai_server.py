@@ -356,7 +356,7 @@ class _ThreadRunner:
                 self._runner = runner
                 port = runner.addresses[0][1]
                 self.url = f"http://{self._host}:{port}"
-            except BaseException as error:  # reported to the starting thread
+            except BaseException as error:  # noqa: BLE001 - reported to the starting thread
                 failure.append(error)
                 ready.set()
                 return

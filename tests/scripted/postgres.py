@@ -48,7 +48,7 @@ def throwaway_postgres() -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=120)  # noqa: E731
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=120)  # noqa: E731 - a one-line helper local to this test
     run(f"{bin_dir}/initdb", "-D", data, "-U", "gocare", "--auth=trust", "-E", "UTF8")
     run(f"{bin_dir}/pg_ctl", "-D", data, "-l", os.path.join(workdir, "log"), "-w", "-t", "60", "-o",
         f"-h 127.0.0.1 -p {port} -k {workdir} -F", "start")

@@ -284,7 +284,7 @@ def _decode(
             take(resampler.resample(None))
     except AudioError:
         raise
-    except Exception as error:  # noqa: BLE001 - FFmpegError, or PyAV's ValueError/TypeError on odd frames
+    except Exception as error:  # FFmpegError, or PyAV's ValueError/TypeError on odd frames
         raise CorruptAudioError(
             f"The {kind.upper()} recording is damaged or truncated and cannot be decoded to the end. "
             "Please record and send it again."

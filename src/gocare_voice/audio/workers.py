@@ -32,6 +32,8 @@ import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from gocare_voice.audio.decode import (
     STT_SAMPLE_RATE,
@@ -43,6 +45,8 @@ from gocare_voice.audio.decode import (
 )
 
 log = logging.getLogger("gocare.audio")
+
+T = TypeVar("T")
 
 DECODER_CRASHED = (
     "The recording could not be decoded: it crashed the audio decoder. Please record and send it again."
@@ -89,6 +93,17 @@ def _worker_init(parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def kill_pool_processes(pool: ProcessPoolExecutor) -> None:
+    """Kill every process of ``pool`` now. Python 3.14 has ``ProcessPoolExecutor.kill_workers()``; before
+    it, the processes are only reachable through the private ``_processes`` (a test pins it)."""
+    kill_workers = getattr(pool, "kill_workers", None)
+    if kill_workers is not None:
+        kill_workers()
+        return
+    for process in list((pool._processes or {}).values()):  # noqa: SLF001 - no public way; pinned by tests/test_livekit_private.py
+        process.kill()
+
+
 class AudioWorkers:
     """A lazily started process pool for ``decode_audio`` and ``encode_speech``; safe to share between
     requests and event loops; ``close()`` at shutdown."""
@@ -125,8 +140,7 @@ class AudioWorkers:
         if kill:
             # the executor has no "kill this job": end its processes; the executor then marks itself
             # broken and fails its other jobs with BrokenProcessPool, which _run retries on a new pool
-            for process in list((pool._processes or {}).values()):  # noqa: SLF001 - no public handle
-                process.kill()
+            kill_pool_processes(pool)
         pool.shutdown(wait=False, cancel_futures=True)
 
     async def start(self) -> None:
@@ -135,13 +149,16 @@ class AudioWorkers:
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(pool, _warm_up) for _ in range(self._processes)))
 
-    async def call(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``func(*args, **kwargs)`` in a worker; ``func`` must be a module-level (picklable) function.
         A worker that dies twice is reported as a recording that crashed the decoder; one that runs past
         ``self.timeout`` is killed and reported as ``DecodeTimeoutError``."""
         return await self._run(func, args, kwargs, crashed=DECODER_CRASHED)
 
-    async def _run(self, func, args, kwargs, *, crashed: str, timeout: float | None = None):  # type: ignore[no-untyped-def]
+    async def _run(
+        self, func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], *, crashed: str,
+        timeout: float | None = None,
+    ) -> T:
         import functools
 
         limit = timeout or self.timeout

@@ -25,10 +25,10 @@ from livekit.agents.llm import ToolResult
 
 from ..redact import mask_phone
 from . import prompts
-from .commands import CLICK_TO_TALK_TRANSCRIPT_TIMEOUT  # noqa: F401 - where the executor's end_turn reads it
 from .identity import greeting_text
 from .phone import parse_phone_number
-from .state import MODES, SessionState
+from ..protocol import normalize_mode
+from .state import MODES, Mode, SessionState
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -179,7 +179,7 @@ class AuthenticationAgent(_GoCareAgent):
             if parsed.e164 is not None:
                 try:
                     record = await self._directory.averify(state.user_id, parsed.e164)
-                except Exception as error:  # noqa: BLE001
+                except Exception as error:  # noqa: BLE001 - a broken database must not look like a wrong number (below)
                     # a broken database must not look like a wrong number, nor cost an attempt; the class
                     # name only: a driver's error text and traceback can carry the query's parameters
                     logger.error(
@@ -342,11 +342,13 @@ class ClickToTalkAgent(_VerifiedAgent):
     agent_options = {"turn_handling": {"turn_detection": "manual"}}
 
 
-_MODE_AGENTS: dict[str, type[_VerifiedAgent]] = {
+_MODE_AGENTS: dict[Mode, type[_VerifiedAgent]] = {
     "assistant": MainAgent,
     "attorney": AttorneyAgent,
     "click_to_talk": ClickToTalkAgent,
 }
+if set(_MODE_AGENTS) != set(MODES):  # the protocol's mode table and the agents must name the same modes
+    raise ImportError(f"agent classes for {sorted(_MODE_AGENTS)} but protocol.MODES is {sorted(MODES)}")
 
 
 def carried_context(agent: Agent) -> ChatContext:
@@ -375,10 +377,10 @@ def build_agent_for_mode(
 ) -> Agent:
     """``"assistant" | "attorney" | "click_to_talk"`` -> a new agent for that mode (ValueError otherwise).
     It does not check verification; :func:`switch_mode` does, and the agent re-checks on entry."""
-    agent_type = _MODE_AGENTS.get(mode)
-    if agent_type is None:
+    known = normalize_mode(mode) if mode in _MODE_AGENTS else None
+    if known is None:
         raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-    return agent_type(
+    return _MODE_AGENTS[known](
         state=state, settings=settings, directory=directory, chat_ctx=chat_ctx, announce=announce
     )
 
@@ -397,7 +399,8 @@ def switch_mode(
     before the mobile number is verified. The conversation so far (messages only) goes along, so the new
     agent knows what was said. Switching to the current mode is a no-op returning the current agent.
     """
-    if not isinstance(mode, str) or mode not in _MODE_AGENTS:
+    target = normalize_mode(mode) if isinstance(mode, str) and mode in _MODE_AGENTS else None
+    if target is None:
         raise ModeSwitchError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}", code="unknown_mode")
     if state is None:
         try:
@@ -411,13 +414,13 @@ def switch_mode(
         logger.info("mode switch to %s refused: not authenticated (user_id=%s)", mode, state.user_id)
         raise ModeSwitchError("switching modes needs a verified mobile number first", code="not_authenticated")
     current = session.current_agent
-    if state.mode == mode and isinstance(current, _MODE_AGENTS[mode]):
+    if state.mode == target and isinstance(current, _MODE_AGENTS[target]):
         return current
     agent = build_agent_for_mode(
-        mode, state=state, settings=settings, directory=directory, chat_ctx=carried_context(current)
+        target, state=state, settings=settings, directory=directory, chat_ctx=carried_context(current)
     )
     previous = state.mode
-    state.mode = mode  # type: ignore[assignment]
+    state.mode = target
     logger.info("mode switch: %s -> %s (user_id=%s)", previous, mode, state.user_id)
     session.update_agent(agent)
     return agent

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gocare_voice.protocol import welcome_packet
+
 MAX_METADATA_CHARS = 64 * 1024
 MAX_FIELD_CHARS = 128
 
@@ -76,7 +78,10 @@ class MetadataReading:
     problem: str | None = None
 
 
-def _clean_text(value: Any) -> str | None:
+def display_name(value: Any, *, limit: int = MAX_FIELD_CHARS) -> str | None:
+    """A name or id as the worker and the token service keep it: ``clean_text``, cut at ``limit``; an
+    integer counts as text (``"userId": 42``), anything else (bool, float, object, blank) is no value.
+    The directory uses ``clean_text`` too, but refuses an over-long name instead of cutting it."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
@@ -86,7 +91,20 @@ def _clean_text(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     text = clean_text(value)
-    return text[:MAX_FIELD_CHARS] if text else None
+    return text[:limit] if text else None
+
+
+def participant_metadata(*, user_id: str, user_name: str | None, extra: Mapping[str, Any] | None = None) -> str:
+    """The participant metadata a token carries and the worker reads: ``userId`` and, when known,
+    ``userName`` always win over ``extra`` (what a caller sent), so nobody poses as someone else through
+    metadata. No name -> no ``userName``: the agent waits briefly for the app's ``setMetadata``, then greets
+    without a name, instead of greeting the user by their identity ("Welcome user-42!")."""
+    import orjson
+
+    metadata = {**(extra or {}), "userId": user_id}
+    if user_name:
+        metadata["userName"] = user_name
+    return orjson.dumps(metadata).decode()
 
 
 def clean_text(value: str) -> str:
@@ -105,7 +123,7 @@ def clean_text(value: str) -> str:
 def _pick(data: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
     for key in keys:
         if key in data:
-            found = _clean_text(data[key])
+            found = display_name(data[key])
             if found:
                 return found
     return None
@@ -171,7 +189,7 @@ def identity_from_participant(
     attrs: Mapping[str, Any] = attributes if isinstance(attributes, Mapping) else {}
     readings.append(MetadataReading(identity_from_mapping(attrs, source="participant.attributes")))
     readings.append(read_metadata(job_metadata, source="job.metadata"))
-    for reading, label in zip(readings, ("participant.metadata", "participant.attributes", "job.metadata")):
+    for reading, label in zip(readings, ("participant.metadata", "participant.attributes", "job.metadata"), strict=True):
         if reading.problem:
             problems.append(f"{label}: {reading.problem}")
     return merge_identities(*(r.identity for r in readings)), problems
@@ -216,9 +234,4 @@ def greeting_text(identity: Identity | None) -> str:
 
 def welcome_payload(identity: Identity) -> dict[str, Any]:
     """The welcome data packet the agent sends on topic ``gocare`` (see docs/protocol.md)."""
-    return {
-        "type": "welcome",
-        "message": greeting_text(identity),
-        "userId": identity.user_id,
-        "userName": identity.user_name,
-    }
+    return welcome_packet(message=greeting_text(identity), user_id=identity.user_id, user_name=identity.user_name)

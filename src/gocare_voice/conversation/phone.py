@@ -175,7 +175,7 @@ def parse_phone_number(text: object, *, region: str) -> PhoneParse:
             return PhoneParse(None, "unknown country code", digit_count=count)
         return PhoneParse(None, "not a phone number", digit_count=count)
     if not phonenumbers.is_valid_number(number):
-        if phonenumbers.region_code_for_country_code(number.country_code) == phonenumbers.UNKNOWN_REGION:
+        if phonenumbers.region_code_for_country_code(number.country_code or 0) == phonenumbers.UNKNOWN_REGION:
             return PhoneParse(None, "unknown country code", digit_count=count)
         return PhoneParse(None, "not a valid number (wrong length or prefix)", digit_count=count)
     label = _VALID_TYPES_LABEL.get(phonenumbers.number_type(number))

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
+
+from gocare_voice.protocol import DEFAULT_MODE, MODES, Mode
 
 from .identity import Identity, first_name
 
-Mode = Literal["assistant", "attorney", "click_to_talk"]
-MODES: tuple[str, ...] = get_args(Mode)
+__all__ = ["MODES", "Mode", "SessionState"]
 
 VerificationOutcome = Literal["verified", "mismatch", "unreadable", "locked_out", "directory_error"]
 """One number check: ``verified``, ``mismatch`` (a number, not the registered one), ``unreadable`` (not a
@@ -38,7 +39,7 @@ class SessionState:
     masked_phone: str | None = None
     authenticated: bool = False
     attempts: int = 0
-    mode: Mode = "assistant"
+    mode: Mode = DEFAULT_MODE
     greeted: bool = False
     conversation_active: bool = True
     room_name: str | None = None
@@ -49,8 +50,8 @@ class SessionState:
     """Told of every outcome as it happens (the worker counts them: worker/metrics.py)."""
 
     @classmethod
-    def from_identity(cls, identity: Identity | None, **extra: object) -> SessionState:
-        state = cls(**extra)  # type: ignore[arg-type]
+    def from_identity(cls, identity: Identity | None, **extra: Any) -> SessionState:
+        state = cls(**extra)
         if identity is not None:
             state.apply_identity(identity)
         return state

@@ -13,7 +13,6 @@ import logging
 import secrets
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -23,7 +22,7 @@ from starlette.routing import Route
 
 from gocare_voice import __version__
 from gocare_voice.check import configuration_facts
-from gocare_voice.conversation.identity import clean_text
+from gocare_voice.conversation.identity import display_name, participant_metadata
 from gocare_voice.settings import AuthMode, Settings
 from gocare_voice.token_service.auth import Authenticator, Caller
 from gocare_voice.token_service.deps import (
@@ -49,18 +48,6 @@ from gocare_voice.token_service.validation import (
 log = logging.getLogger("gocare.token_service")
 
 
-
-def _participant_metadata(extra: dict[str, Any], *, user_id: str, user_name: str | None) -> str:
-    """The metadata the worker reads: the service's own ``userId``/``userName`` always win over what the
-    caller sent, so a caller cannot pose as someone else through metadata. No name known -> no
-    ``userName``: the agent then waits briefly for the app's ``setMetadata`` and otherwise greets without a
-    name, instead of greeting the user by their identity ("Welcome user-42!")."""
-    metadata = {**extra, "userId": user_id}
-    if user_name:
-        metadata["userName"] = user_name
-    return orjson.dumps(metadata).decode()
-
-
 def _identity_for(caller: Caller, requested: str | None) -> str:
     if caller.subject is None:
         return requested or f"user-{secrets.token_hex(6)}"
@@ -76,8 +63,7 @@ def _name_for(caller: Caller, requested: str | None) -> str | None:
     not fit a participant name (too long, control characters) is cut or dropped rather than refusing the
     user a token they cannot fix."""
     if caller.name:
-        claimed = clean_text(caller.name)[:MAX_NAME_CHARS]
-        return claimed or None
+        return display_name(caller.name, limit=MAX_NAME_CHARS)
     return requested
 
 
@@ -156,7 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
         name = _name_for(caller, check_name(body.get("name"), field="name", required=False))
         token = minter.mint(TokenRequest(
             room=room, identity=identity, name=name or identity,
-            metadata=_participant_metadata({}, user_id=identity, user_name=name),
+            metadata=participant_metadata(user_id=identity, user_name=name),
         ))
         return json_response(200, {"token": token, "serverUrl": server_url, "roomName": room,
                                     "participantName": name or identity})
@@ -177,7 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
         attributes = check_attributes(body.get("participant_attributes"))
         token = minter.mint(TokenRequest(
             room=room, identity=identity, name=name or identity,
-            metadata=_participant_metadata(extra, user_id=identity, user_name=name),
+            metadata=participant_metadata(user_id=identity, user_name=name, extra=extra),
             attributes=attributes, dispatch_metadata=dispatch_metadata,
         ))
         return json_response(
@@ -230,4 +216,4 @@ def _document_token_routes(app: FastAPI) -> None:
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema

@@ -4,6 +4,8 @@ once, from the environment and the env file the CLI was given."""
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -34,7 +36,7 @@ def _close_audio_workers_on_shutdown(app: FastAPI) -> None:
     inner = app.router.lifespan_context
 
     @asynccontextmanager
-    async def lifespan(app_: FastAPI):  # type: ignore[no-untyped-def]
+    async def lifespan(app_: FastAPI) -> AsyncIterator[Any]:
         async with inner(app_) as state:
             yield state
         await asyncio.to_thread(shared_audio_workers().close)

@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field
+from pydantic.config import JsonDict
 
 from gocare_voice.token_service.validation import NAME_PATTERN, OPTIONAL_NAME_PATTERN, OPTIONAL_NAME_SCHEMA
 
 
-_NAME = {"pattern": NAME_PATTERN}
+_NAME: JsonDict = {"pattern": NAME_PATTERN}
 """A name that must be given when present: what ``check_name`` enforces (not blank, no control characters)."""
-_OPTIONAL = {"pattern": OPTIONAL_NAME_PATTERN}
+_OPTIONAL: JsonDict = {"pattern": OPTIONAL_NAME_PATTERN}
 """An optional name: blank means not given; control characters are refused all the same."""
 
 
@@ -35,8 +36,8 @@ class LegacyTokenRequest(BaseModel):
 class LegacyTokenResponse(BaseModel):
     token: str
     serverUrl: str  # noqa: N815 - the app's existing field names
-    roomName: str  # noqa: N815
-    participantName: str  # noqa: N815
+    roomName: str  # noqa: N815 - the app's existing field names
+    participantName: str  # noqa: N815 - the app's existing field names
 
 
 class StandardTokenRequest(BaseModel):

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gocare_voice.settings import Settings  # noqa: TC001 - used at run time by from_settings
+from gocare_voice.settings import Settings  # used at run time by from_settings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,7 +98,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
     # --- uvicorn's protocol hooks ------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn serves TCP: always a Transport
         super().connection_made(transport)
         if len(self.connections) > self._limits.max_connections:
             self._refuse(b"503 Service Unavailable", "too many open connections; try again")

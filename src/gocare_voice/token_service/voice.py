@@ -16,8 +16,9 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -34,6 +35,9 @@ from gocare_voice.token_service.responses import json_response
 from gocare_voice.token_service.schemas import upload_openapi
 from gocare_voice.token_service.validation import check_name
 from gocare_voice.voice_upload import UploadResult, VoiceUploadPipeline
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 log = logging.getLogger("gocare.voice_upload")
 
@@ -77,7 +81,7 @@ class _UploadCollector:
         self._other_bytes = 0
         self.other_file_fields: list[str] = []
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": lambda data, start, end: self._header_field.extend(data[start:end]),
@@ -215,7 +219,7 @@ def build_voice_router(settings: Settings) -> APIRouter:
     pipeline = VoiceUploadPipeline(settings=settings)
 
     @asynccontextmanager
-    async def lifespan(_app: Any):  # type: ignore[no-untyped-def]
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
         try:
             await pipeline.audio.start()  # worker processes up before the first upload
         except Exception as error:  # noqa: BLE001 - they start on demand instead
@@ -224,7 +228,6 @@ def build_voice_router(settings: Settings) -> APIRouter:
         await pipeline.aclose()
 
     router = APIRouter(tags=["voice"], lifespan=lifespan)
-    router.pipeline = pipeline  # type: ignore[attr-defined]  # for /health and tests
 
     @router.post(
         "/voice/upload",
@@ -269,8 +272,8 @@ def build_voice_router(settings: Settings) -> APIRouter:
         log.info(
             "voice upload: %d bytes %s/%s %.1f s -> %s%s, notified=%s, %s",
             len(data), audio.container, audio.codec, audio.duration,
-            "ok" if result.ok else f"{result.failure.status} {result.failure.error}",  # type: ignore[union-attr]
-            "" if result.ok else f" at {result.failure.stage}",  # type: ignore[union-attr]
+            f"{result.failure.status} {result.failure.error}" if result.failure else "ok",
+            f" at {result.failure.stage}" if result.failure else "",
             result.agent_notified,
             " ".join(f"{k}={v * 1000:.0f}ms" for k, v in result.timings.items()),
         )

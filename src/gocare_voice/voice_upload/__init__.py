@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gocare_voice.voice_upload.notify import notify_payload, notify_room
+from gocare_voice.voice_upload.notify import notify_room
 from gocare_voice.voice_upload.pipeline import StageFailure, UploadResult, VoiceUploadPipeline
 
-__all__ = ["StageFailure", "UploadResult", "VoiceUploadPipeline", "notify_payload", "notify_room"]
+__all__ = ["StageFailure", "UploadResult", "VoiceUploadPipeline", "notify_room"]

@@ -13,19 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import orjson
-
+from gocare_voice import protocol
 from gocare_voice.settings import Settings
 
 log = logging.getLogger("gocare.voice_upload")
-
-TOPIC = "gocare"
-MESSAGE_TYPE = "voice_upload"
-
-
-def notify_payload(*, transcript: str, reply: str | None) -> bytes:
-    """The packet the worker parses; ``reply`` is None when the language model failed."""
-    return orjson.dumps({"type": MESSAGE_TYPE, "transcript": transcript, "reply": reply})
 
 
 async def notify_room(*, settings: Settings, room: str, transcript: str, reply: str | None) -> bool:
@@ -36,9 +27,9 @@ async def notify_room(*, settings: Settings, room: str, transcript: str, reply: 
 
     request = api.SendDataRequest(
         room=room,
-        data=notify_payload(transcript=transcript, reply=reply),
+        data=protocol.encode(protocol.voice_upload_packet(transcript=transcript, reply=reply)),
         kind=api.DataPacket.Kind.RELIABLE,
-        topic=TOPIC,
+        topic=protocol.TOPIC,
     )
     lkapi: api.LiveKitAPI | None = None
     try:

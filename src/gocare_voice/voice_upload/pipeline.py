@@ -6,7 +6,7 @@ transcript when the LLM is down, transcript and reply when TTS (or the reply's M
 "tts" stage) fails, and names the stage and the reason,
 so the app can still show the user what was understood.
 
-Providers come from ``conversation.providers`` (``build_stt``/``build_llm``/``build_tts``), so an upload is
+Providers come from ``gocare_voice.providers`` (``build_stt``/``build_llm``/``build_tts``), so an upload is
 answered by exactly the models, keys, base URLs and fallbacks the worker uses. They are built once per event
 loop and reused: their HTTP clients (httpx for OpenAI) keep connections to the providers open between
 uploads, and they are bound to the loop they were first used on.
@@ -110,18 +110,12 @@ class VoiceUploadPipeline:
     def __init__(self, *, settings: Settings, audio: AudioWorkers | None = None, max_retry: int = 1) -> None:
         from livekit.agents import APIConnectOptions
 
-        # livekit plugins register themselves on import and refuse to do so off the main thread; the app is
-        # built on the main thread, requests may run elsewhere (TestClient's portal), so import them now.
-        # Not providers.import_plugins(): it also loads Silero VAD (+27 MiB), which uploads do not use.
-        import importlib
+        from gocare_voice.providers import import_plugins
 
-        for name in ("livekit.plugins.deepgram", "livekit.plugins.openai"):
-            importlib.import_module(name)
-        if settings.azure_speech_key is not None:
-            try:
-                importlib.import_module("livekit.plugins.azure")
-            except ImportError:
-                pass  # reported as "tts not configured" by build_tts, per upload
+        # livekit plugins register themselves on import and refuse to do so off the main thread; the app is
+        # built on the main thread, requests may run elsewhere (TestClient's portal), so import them now
+        # (without Silero VAD, +27 MiB, which uploads do not use)
+        import_plugins(settings, vad=False)
 
         from gocare_voice.logging_setup import quiet_livekit_noise
 
@@ -145,7 +139,7 @@ class VoiceUploadPipeline:
         return providers
 
     def _build(self) -> _Providers:
-        from gocare_voice.conversation.providers import ProviderConfigError, build_llm, build_stt, build_tts
+        from gocare_voice.providers import ProviderConfigError, build_llm, build_stt, build_tts
 
         import aiohttp
 
@@ -179,21 +173,6 @@ class VoiceUploadPipeline:
                     log.debug("closing %s failed: %s", type(instance).__name__, error)
         if providers.http_session is not None:
             await providers.http_session.close()
-
-    def provider_facts(self) -> dict[str, Any]:
-        """What ``/health`` may report about the upload path: which stages can run, never keys."""
-        from gocare_voice.conversation.providers import (
-            missing_llm_settings,
-            missing_stt_settings,
-            missing_tts_settings,
-        )
-
-        return {
-            "voice_upload_stt": not missing_stt_settings(self._settings),
-            "voice_upload_llm": not missing_llm_settings(self._settings),
-            "voice_upload_tts": not missing_tts_settings(self._settings),
-            "voice_upload_tts_provider": self._settings.tts_provider.value,
-        }
 
     # --- the pipeline ----------------------------------------------------------------------------
     async def process(
@@ -283,7 +262,7 @@ class VoiceUploadPipeline:
                 )
         except AudioError as error:  # the reply's encode (tts stage): our own audio, the message says so
             failure = StageFailure(stage=stage, status=502, error=f"{stage}_failed", detail=error.message[:300])
-        except Exception as error:  # noqa: BLE001 - a plugin error we do not know: still keep what we have
+        except Exception as error:  # a plugin error we do not know: still keep what we have
             log.error("voice upload: unexpected %s in the %s stage", type(error).__name__, stage, exc_info=error)
             failure = StageFailure(
                 stage=stage, status=502, error=f"{stage}_failed",

@@ -32,7 +32,7 @@ DIRECTORY_KEY = "directory"
 def prewarm(proc: Any) -> None:
     """Once per job process, before any job: the VAD weights and the local end-of-turn model, so the
     first session does not stall its event loop loading them."""
-    from gocare_voice.conversation.providers import build_vad
+    from gocare_voice.providers import build_vad
     from gocare_voice.redact import install_pii_log_filter
 
     install_pii_log_filter()  # job processes are fresh interpreters (forkserver): install it here too
@@ -48,14 +48,14 @@ def prewarm(proc: Any) -> None:
         logger.warning("local end-of-turn model not preloaded: %s: %s", type(error).__name__, error)
     # our own heavy imports (SQLAlchemy, phonenumbers' metadata, the agents), here rather than inside the
     # first job's event loop, where livekit-agents reports them as a blocked loop
-    import gocare_voice.conversation.agents  # noqa: F401
-    import gocare_voice.conversation.directory  # noqa: F401
+    import gocare_voice.conversation.agents
+    import gocare_voice.conversation.directory  # noqa: F401 - imported for its side effect: loaded in prewarm, not in the first call
 
     try:
         # the openai SDK imports its chat resources lazily on the first request: a ~150 ms stall of the
         # session's event loop in the middle of the first turn otherwise; its HTTP stack imports anyio's
         # locks on the first request too (~100 ms, seen in the room tests)
-        import openai.resources.chat.completions  # noqa: F401
+        import openai.resources.chat.completions  # noqa: F401 - imported for its side effect: loaded in prewarm, not in the first call
 
         _import_all_of_anyio()
         # and the first HTTP client of a process loads the CA bundle (~150 ms): the LLM/TTS plugins each
@@ -69,10 +69,10 @@ def prewarm(proc: Any) -> None:
         # the job's shared aiohttp session (Deepgram's streaming STT opens it when the user's audio starts)
         # builds its TLS context on the event loop: 100-250 ms of stalled audio at the start of every call,
         # seen in the room tests. livekit-agents caches that context per process, so build it here.
-        from livekit.agents.utils import http_context
+        from gocare_voice.worker.livekit_private import preload_tls_context
 
-        http_context._create_ssl_context()
-    except Exception as error:  # noqa: BLE001 - a private helper of livekit-agents: if it moved, say so
+        preload_tls_context()
+    except Exception as error:  # noqa: BLE001 - a private helper of livekit-agents (pinned by a test): say so
         logger.debug("TLS context not preloaded: %s: %s", type(error).__name__, error)
 
 
@@ -96,7 +96,7 @@ def _import_all_of_anyio() -> None:
 def _vad_for(ctx: Any) -> Any:
     vad = ctx.proc.userdata.get(VAD_KEY)
     if vad is None:  # a process that skipped prewarm (thread executor in tests): load it here, once
-        from gocare_voice.conversation.providers import build_vad
+        from gocare_voice.providers import build_vad
 
         vad = ctx.proc.userdata[VAD_KEY] = build_vad()
     return vad
@@ -115,7 +115,7 @@ def session_providers(settings: Settings, *, text_only: bool = False) -> dict[st
     """STT/LLM/TTS/turn detection for one session. ``text_only`` (console --text) leaves out STT and TTS:
     typed chat needs only the LLM. Blocking (each HTTP client loads
     the CA bundle, ~150 ms): the job calls it in a thread."""
-    from gocare_voice.conversation import providers
+    from gocare_voice import providers
 
     parts: dict[str, Any] = {"llm": providers.build_llm(settings)}
     if not text_only:
@@ -183,7 +183,7 @@ async def run_job(
     from livekit.agents import room_io
 
     from gocare_voice.conversation.agents import AuthenticationAgent, build_entry_agent, switch_mode
-    from gocare_voice.conversation.commands import CommandExecutor
+    from gocare_voice.conversation.executor import CommandExecutor
     from gocare_voice.conversation.identity import greeting_text
     from gocare_voice.conversation.state import SessionState
     from gocare_voice.settings import AuthMode
@@ -228,7 +228,7 @@ async def run_job(
 
     # creating the engine parses the URL and loads the driver (~100 ms on the first call of a process)
     directory = await asyncio.to_thread(_directory_for, ctx, settings)
-    from gocare_voice.conversation.providers import import_plugins
+    from gocare_voice.providers import import_plugins
 
     import_plugins(settings)  # registered on this thread (a no-op when build_server already did it)
     parts = await asyncio.to_thread(session_providers, settings, text_only=console and console_text)
@@ -327,22 +327,20 @@ async def run_job(
     metrics.call_started()
     logger.info("session started (room=%s participant=%s)", room_name, handlers.user_identity)
 
+    def _end_call() -> None:
+        nonlocal user_left
+        user_left = True
+        session.shutdown(drain=False)
+
     # commands are answered ``not_ready`` until here: the session methods they call need a running session
-    handlers.executor = CommandExecutor(
-        session=session, state=state, switch_mode=_switch,
-        log_extra={"room": room_name, "participant": handlers.user_identity},
+    handlers.bind_session(
+        executor=CommandExecutor(
+            session=session, state=state, switch_mode=_switch,
+            log_extra={"room": room_name, "participant": handlers.user_identity},
+        ),
+        greet=_greet, refresh=_refresh,
+        end_call=_end_call if settings.reconnect_grace > 0 else None,
+        reconnect_grace=settings.reconnect_grace if settings.reconnect_grace > 0 else None,
     )
-
-    handlers.greet = _greet
-    handlers.refresh = _refresh
-    if settings.reconnect_grace > 0:
-        handlers.reconnect_grace = settings.reconnect_grace
-
-        def _end_call() -> None:
-            nonlocal user_left
-            user_left = True
-            session.shutdown(drain=False)
-
-        handlers.end_call = _end_call
     await handlers.greet_when_ready(grace=0.0 if console else metadata_grace, participant=participant)
     return session

@@ -23,10 +23,6 @@ class PreflightResult:
     kind: str | None = None  # "unreachable" | "refused" | "error"
     attempts: int = 0
 
-    @property
-    def line(self) -> str:
-        return "LiveKit OK" if self.ok else f"error: {self.problem}"
-
 
 def quiet_short_key_warning() -> None:
     """livekit-api signs with PyJWT, which warns on every token about the 6-byte development secret; that

@@ -1,7 +1,7 @@
 """``gocare test-metadata --connect``: join a room as the app would and time the agent's arrival.
 
-The probe mints its own participant token with ``livekit.api.AccessToken`` (the metadata given, the agent
-dispatch for ``settings.agent_name``, ``can_update_own_metadata`` like the token service grants), joins,
+The probe mints its own participant token with the token service's ``TokenMinter`` (the same claims an app
+gets: the agent dispatch for ``settings.agent_name``, ``can_update_own_metadata``; the metadata given), joins,
 and waits for an agent participant and its ``welcome`` packet on topic ``gocare``. It answers what
 arrived and how long each step took, or raises ``ProbeError`` with one line saying what went wrong
 (unreachable server, refused credentials, no agent, no welcome). CI smoke tests run it against a real
@@ -11,14 +11,14 @@ server; the unit tests cover its parts and its failure paths.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gocare_voice.conversation.commands import TOPIC
+from gocare_voice import protocol
+from gocare_voice.protocol import TOPIC
 from gocare_voice.settings import Settings
 
 logger = logging.getLogger("gocare.probe")
@@ -74,31 +74,15 @@ def new_probe_names(room: str | None) -> tuple[str, str]:
 
 
 def build_probe_token(settings: Settings, *, room: str, identity: str, metadata: str, ttl_seconds: int = 300) -> str:
-    """A participant token like the token service's: this room only, publish/subscribe/data, may update
-    its own metadata, and a RoomConfiguration dispatching our agent."""
-    import datetime
+    """A participant token minted exactly as the token service mints an app's (``TokenMinter``), with a
+    short lifetime of its own."""
+    from gocare_voice.token_service.minting import TokenMinter, TokenRequest
 
-    from livekit import api
-
-    from gocare_voice.worker.preflight import quiet_short_key_warning
-
-    quiet_short_key_warning()
-
-    return (
-        api.AccessToken(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())
-        .with_identity(identity)
-        .with_name("gocare probe")
-        .with_metadata(metadata)
-        .with_ttl(datetime.timedelta(seconds=ttl_seconds))
-        .with_grants(
-            api.VideoGrants(
-                room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True,
-                can_update_own_metadata=True,
-            )
-        )
-        .with_room_config(api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=settings.agent_name)]))
-        .to_jwt()
+    minter = TokenMinter(
+        api_key=settings.livekit_api_key, api_secret=settings.livekit_api_secret.get_secret_value(),
+        agent_name=settings.agent_name, ttl_seconds=ttl_seconds,
     )
+    return minter.mint(TokenRequest(room=room, identity=identity, name="gocare probe", metadata=metadata))
 
 
 def _is_agent(participant: Any) -> bool:
@@ -124,15 +108,12 @@ class ProbeWaiter:
         self.agent.set_result((str(getattr(participant, "identity", "")), time.perf_counter() - self.started))
 
     def on_data(self, packet: Any) -> None:
-        if getattr(packet, "topic", None) != TOPIC or self.welcome.done():
+        if self.welcome.done():
             return
-        try:
-            payload = json.loads(bytes(getattr(packet, "data", b"")).decode("utf-8"))
-        except (ValueError, TypeError):
+        payload = protocol.parse_agent_packet(getattr(packet, "data", None), topic=getattr(packet, "topic", None))
+        if payload is None:
             return
-        if not isinstance(payload, dict):
-            return
-        if payload.get("type") == "welcome":
+        if payload.get("type") == protocol.WELCOME:
             self.welcome.set_result((payload, time.perf_counter() - self.started))
             sender = getattr(packet, "participant", None)
             if sender is not None:
@@ -173,7 +154,7 @@ async def probe_room(settings: Settings, *, metadata: str, room: str | None, tim
             )
         except asyncio.TimeoutError:
             raise ProbeError(f"could not join room {room_name} within {timeout:.0f}s", kind="connect") from None
-        except Exception as error:  # rtc.ConnectError and friends
+        except Exception as error:  # noqa: BLE001 - rtc.ConnectError and friends
             raise ProbeError(f"could not join room {room_name}: {error}", kind="connect") from None
         result.connect_seconds = time.perf_counter() - started
         for participant in lk_room.remote_participants.values():
@@ -204,5 +185,5 @@ async def probe_room(settings: Settings, *, metadata: str, room: str | None, tim
     finally:
         try:
             await asyncio.wait_for(lk_room.disconnect(), timeout=5.0)
-        except Exception:  # noqa: BLE001 - leaving is best effort
+        except Exception:  # leaving is best effort
             logger.debug("probe disconnect failed", exc_info=True)

@@ -24,14 +24,12 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from gocare_voice.conversation.commands import TOPIC
+from gocare_voice import protocol
 from gocare_voice.settings import Settings
 
 logger = logging.getLogger("gocare.worker")
 
 WINDOW_SECONDS = 3600.0
-AGENT_UNAVAILABLE = "agent_unavailable"
-UNAVAILABLE_MESSAGE = "The assistant stopped unexpectedly and cannot rejoin right now. Please call again later."
 
 
 @dataclass
@@ -89,16 +87,18 @@ class CrashRecovery:
     def __init__(self, *, settings: Settings) -> None:
         self.settings = settings
         self.budget = RedispatchBudget(limit=settings.worker_redispatch_limit)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[str]] = set()
 
     def attach(self, server: Any) -> None:
-        # the process pool exists once the server runs; livekit-agents has no public event for job ends
-        server.on("worker_started", lambda *_: server._proc_pool.on("process_closed", self.on_process_closed))
+        # livekit-agents has no public event for job ends: one private hook, pinned by a test
+        from gocare_voice.worker.livekit_private import on_job_process_closed
+
+        on_job_process_closed(server, self.on_process_closed)
 
     def on_process_closed(self, proc: Any) -> None:
         try:
             lost = lost_job(proc)
-        except Exception:  # noqa: BLE001 - a callback of livekit's pool must never raise
+        except Exception:  # a callback of livekit's pool must never raise
             logger.exception("could not read the closed job process")
             return
         if lost is None:
@@ -130,11 +130,9 @@ class CrashRecovery:
                     agent_name=lost.agent_name, room=lost.room, metadata=lost.metadata))
                 logger.warning("agent dispatched again into room %s after its job process died", lost.room)
                 return "redispatched"
-            import orjson
-
             await lkapi.room.send_data(api.SendDataRequest(
-                room=lost.room, topic=TOPIC, kind=api.DataPacket.Kind.RELIABLE, destination_identities=users,
-                data=orjson.dumps({"type": AGENT_UNAVAILABLE, "message": UNAVAILABLE_MESSAGE}),
+                room=lost.room, topic=protocol.TOPIC, kind=api.DataPacket.Kind.RELIABLE,
+                destination_identities=users, data=protocol.encode(protocol.agent_unavailable_packet()),
             ))
             logger.error("room %s: job processes keep dying; the user was told (redispatch limit %d/h)",
                          lost.room, self.settings.worker_redispatch_limit)

@@ -7,22 +7,24 @@ only rooms whose token or API call dispatches that name, never every room on the
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gocare_voice.settings import Settings
+
+if TYPE_CHECKING:
+    from gocare_voice.worker.agent_server import GoCareAgentServer
 
 
 def build_server(
     settings: Settings, *, console_text: bool = False, console_metadata: str | None = None, **server_options: Any
-) -> Any:
+) -> GoCareAgentServer:
     """Factory, no environment reads: LiveKit URL and credentials come from ``settings``; the number of
     connection retries is ``GOCARE_LIVEKIT_CONNECT_RETRIES``; the HTTP port, warm job processes and load
     threshold are ``GOCARE_WORKER_*``, the metrics endpoint ``GOCARE_WORKER_METRICS_PORT``; extra keyword options go to ``AgentServer``.
     ``console_text``: ``console --text`` needs no STT/TTS, so the session is built without them;
     ``console_metadata``: the dispatch metadata console mode pretends to have (``--metadata``)."""
-    from livekit.agents import AgentServer
-
-    from gocare_voice.conversation.providers import import_plugins
+    from gocare_voice.providers import import_plugins
+    from gocare_voice.worker.agent_server import GoCareAgentServer
     from gocare_voice.worker.entrypoint import GoCareEntrypoint, prewarm
 
     import_plugins(settings)
@@ -52,7 +54,7 @@ def build_server(
         # write our counters too (worker/metrics.py)
         options["prometheus_port"] = settings.worker_metrics_port
     options.update(server_options)
-    server = AgentServer(**options)
+    server = GoCareAgentServer(**options)
     entry = GoCareEntrypoint(settings=settings, console_text=console_text, console_metadata=console_metadata)
     server.rtc_session(entry, agent_name=settings.agent_name)
     if not console_text:

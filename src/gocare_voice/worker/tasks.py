@@ -25,10 +25,6 @@ class TaskScheduler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.failures = 0
 
-    @property
-    def pending(self) -> int:
-        return len(self._tasks)
-
     def spawn(self, coro: Coroutine[Any, Any, Any], *, what: str, participant: str | None = None) -> asyncio.Task[Any] | None:
         """Schedule ``coro``; never raises (no running loop -> the coroutine is closed and the problem logged)."""
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import io
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -424,15 +423,8 @@ class UserDirectory:
     async def averify(self, user_id: str | None, e164: str) -> UserRecord | None:
         return await asyncio.to_thread(self.verify, user_id, e164)
 
-    async def aget(self, user_id: str) -> UserRecord | None:
-        return await asyncio.to_thread(self.get, user_id)
-
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
-
-def read_csv_text(text: str) -> IO[str]:
-    """Wrap CSV text for ``import_csv`` (tests, stdin)."""
-    return io.StringIO(text)

@@ -47,7 +47,7 @@ def read_text(name: str) -> str:
 
 
 def read_static(name: str) -> bytes:
-    return resources.files(PACKAGE).joinpath("static", name).read_bytes()
+    return resources.files(PACKAGE).joinpath("static").joinpath(name).read_bytes()
 
 
 def load_pin() -> SdkPin:

@@ -1,4 +1,5 @@
-"""The ``gocare`` command line.
+"""The root ``gocare`` command: ``--env-file``, ``--version``, ``token-server``, ``token``, ``test-metadata``,
+``check``; ``users`` and ``worker`` are sub-apps of their own modules.
 
 Only Typer, rich and our settings are imported at module level: every heavy import (uvicorn, FastAPI,
 livekit.agents, SQLAlchemy) happens inside the command that needs it, so ``gocare --help`` stays instant.
@@ -12,16 +13,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from gocare_voice import __version__
+from gocare_voice.cli.common import (
+    CliState,
+    cli_state,
+    configure_logging,
+    console,
+    err_console,
+    load_cli_settings,
+    new_app,
+    print_error,
+)
+from gocare_voice.cli.users import users_app
+from gocare_voice.cli.worker import worker_app
 
 if TYPE_CHECKING:
     from gocare_voice.settings import Settings
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 def _hide_flag_placeholder() -> None:
@@ -34,53 +43,14 @@ def _hide_flag_placeholder() -> None:
     def display_type_rich(self: TyperOption, ctx: object) -> str | None:
         if self.is_flag and self.metavar is None:
             return None
-        return shown(self, ctx)  # type: ignore[arg-type]
+        return shown(self, ctx)  # type: ignore[arg-type]  # ctx is Typer's own Context, passed through
 
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]  # the patch is the point
 
 
 _hide_flag_placeholder()
 
-app = typer.Typer(
-    name="gocare",
-    help="GoCare voice backend: LiveKit token service, agent worker and tools.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-class _State:
-    env_file: Optional[Path] = Path(".env")
-    """``.env`` when it exists; a file named with ``--env-file`` must exist."""
-
-
-_state = _State()
-
-
-def print_error(message: str) -> None:
-    """One error line on stderr, never wrapped at the terminal width (scripts grep for it)."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-
-
-def load_cli_settings(**overrides: object) -> Settings:
-    """Settings for a command, or one line per problem on stderr and exit 2 (never a traceback)."""
-    from gocare_voice.settings import SettingsError, load_settings
-
-    try:
-        return load_settings(env_file=_state.env_file, **overrides)
-    except SettingsError as error:
-        for line in error.problems:
-            print_error(line)
-        raise typer.Exit(2) from None
-
-
-def configure_logging(level: str) -> None:
-    import logging
-
-    from gocare_voice.logging_setup import setup_logging
-
-    setup_logging(getattr(logging, level.upper(), logging.INFO))
+app = new_app(name="gocare", help="GoCare voice backend: LiveKit token service, agent worker and tools.")
 
 
 def _version(value: bool) -> None:
@@ -91,6 +61,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
     env_file: Optional[Path] = typer.Option(
         None, "--env-file", help="Read settings from this file (default: .env in this folder, if there is one)."
@@ -100,11 +71,12 @@ def _root(
         # a typo here would otherwise run with no settings at all, silently
         print_error(f"--env-file {env_file}: no such file")
         raise typer.Exit(2)
-    _state.env_file = env_file if env_file is not None else Path(".env")
+    ctx.obj = CliState(env_file=env_file if env_file is not None else Path(".env"))
 
 
 @app.command("token-server")
 def token_server(
+    ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for all)."),
     port: Optional[int] = typer.Option(None, help="Port (default: PORT, else 8080)."),
     workers: int = typer.Option(1, min=1, max=64, help="Worker processes."),
@@ -128,7 +100,7 @@ def token_server(
     overrides: dict[str, object] = {k: v for k, v in limit_options.items() if v is not None}
     if log_level:
         overrides["log_level"] = log_level
-    settings = load_cli_settings(**overrides)
+    settings = load_cli_settings(ctx, **overrides)
     configure_logging(settings.log_level)
     import uvicorn
 
@@ -140,8 +112,9 @@ def token_server(
     if busy:
         print_error(f"cannot listen on {host}:{listen_port}: {busy}")
         raise typer.Exit(1)
-    if _state.env_file is not None:
-        os.environ.setdefault("GOCARE_ENV_FILE", str(_state.env_file))
+    env_file = cli_state(ctx).env_file
+    if env_file is not None:
+        os.environ.setdefault("GOCARE_ENV_FILE", str(env_file))
     if log_level:
         os.environ["LOG_LEVEL"] = settings.log_level
     for field in limit_options:  # worker processes (--workers, --reload) read the settings themselves
@@ -197,6 +170,7 @@ def _port_problem(host: str, port: int) -> str | None:
 
 @app.command("token")
 def token(
+    ctx: typer.Context,
     room: str = typer.Option(..., help="Room to join."),
     identity: str = typer.Option(..., help="Participant identity."),
     name: Optional[str] = typer.Option(None, help="Display name (also userName in the metadata)."),
@@ -213,7 +187,8 @@ def token(
         except ValueError as error:
             print_error(f"--ttl: {error}")  # the option the user typed, not the variable it overrides
             raise typer.Exit(2) from None
-    settings = load_cli_settings(**overrides)
+    settings = load_cli_settings(ctx, **overrides)
+    from gocare_voice.conversation.identity import participant_metadata
     from gocare_voice.token_service.errors import ApiError
     from gocare_voice.token_service.minting import TokenMinter, TokenRequest
     from gocare_voice.token_service.validation import check_name
@@ -226,7 +201,7 @@ def token(
         print_error(error.detail)
         raise typer.Exit(2) from None
     assert room_ok and identity_ok and name_ok
-    metadata = json.dumps({"userId": identity_ok, "userName": name_ok}, separators=(",", ":"))
+    metadata = participant_metadata(user_id=identity_ok, user_name=name_ok)
     minted = TokenMinter.from_settings(settings).mint(
         TokenRequest(room=room_ok, identity=identity_ok, name=name_ok, metadata=metadata)
     )
@@ -239,6 +214,7 @@ def token(
 
 @app.command("test-metadata")
 def test_metadata(
+    ctx: typer.Context,
     metadata: Optional[str] = typer.Argument(None, help="Participant metadata JSON (a sample when omitted)."),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Read the metadata from this file."),
     strict: bool = typer.Option(False, help="Exit 1 when no identity comes out."),
@@ -276,7 +252,7 @@ def test_metadata(
         table.add_row("problem", f"[yellow]{reading.problem}[/]")
     console.print(table)
     if connect:
-        settings = load_cli_settings()
+        settings = load_cli_settings(ctx)
         _probe(settings, metadata=shown, room=room, timeout=timeout)
     if strict and not identity.found:
         err_console.print("no identity in this metadata (--strict)")
@@ -303,6 +279,7 @@ def _probe(settings: Settings, *, metadata: str, room: Optional[str], timeout: f
 
 @app.command("check")
 def check(
+    ctx: typer.Context,
     livekit: bool = typer.Option(False, "--livekit", help="Also call the LiveKit server API (list rooms)."),
     timeout: float = typer.Option(5.0, min=0.5, max=60.0, help="Seconds for the --livekit call."),
 ) -> None:
@@ -311,7 +288,7 @@ def check(
 
     from gocare_voice.check import configuration_rows
 
-    settings = load_cli_settings()
+    settings = load_cli_settings(ctx)
     rows = configuration_rows(settings)
     table = Table(title="gocare configuration", title_justify="left")
     # variable names are what a user copies from this table: never cut one ("GOCARE_AUTH_JWT_S…"); the
@@ -348,16 +325,9 @@ def check(
         raise typer.Exit(1)
 
 
-def _register_subcommands() -> None:
-    """Sub-apps live in their own modules; each imports its heavy parts inside its commands."""
-    from gocare_voice.cli_users import users_app
-    from gocare_voice.cli_worker import worker_app
-
-    app.add_typer(worker_app, name="worker")
-    app.add_typer(users_app, name="users")
-
-
-_register_subcommands()
+# sub-apps live in their own modules; each imports its heavy parts inside its commands
+app.add_typer(worker_app, name="worker")
+app.add_typer(users_app, name="users")
 
 
 def main() -> None:

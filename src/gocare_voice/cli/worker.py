@@ -21,25 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from gocare_voice.cli.common import fail, load_cli_settings, new_app, print_error
+
 if TYPE_CHECKING:
     from gocare_voice.settings import Settings
 
-worker_app = typer.Typer(
-    name="worker",
-    help="The LiveKit Agents worker (agent GOCARE_AGENT_NAME, default multi-assistant).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+worker_app = new_app(name="worker", help="The LiveKit Agents worker (agent GOCARE_AGENT_NAME, default multi-assistant).")
 
 _PASS_THROUGH: dict[str, Any] = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-
-def _fail(line: str, code: int = 1) -> None:
-    from gocare_voice.cli import print_error
-
-    print_error(line)
-    raise typer.Exit(code)
 
 
 _LIVEKIT_OPTIONS = {"--url": "livekit_url", "--api-key": "livekit_api_key", "--api-secret": "livekit_api_secret"}
@@ -59,10 +48,8 @@ def livekit_overrides(args: list[str]) -> dict[str, str]:
     return found
 
 
-def _settings(args: list[str] | None = None) -> Settings:
-    from gocare_voice.cli import load_cli_settings
-
-    return load_cli_settings(**livekit_overrides(args or []))
+def _settings(ctx: typer.Context, args: list[str] | None = None) -> Settings:
+    return load_cli_settings(ctx, **livekit_overrides(args or []))
 
 
 def _show_help(command: str, args: list[str]) -> None:
@@ -75,12 +62,10 @@ def _show_help(command: str, args: list[str]) -> None:
 
 
 def _require_providers(settings: Settings, *, text_only: bool) -> None:
-    from gocare_voice.conversation.providers import missing_llm_settings, missing_provider_settings
+    from gocare_voice.providers import missing_llm_settings, missing_provider_settings
 
     missing = missing_llm_settings(settings) if text_only else missing_provider_settings(settings)
     if missing:
-        from gocare_voice.cli import print_error
-
         for line in missing:
             print_error(line)
         raise typer.Exit(2)
@@ -96,7 +81,7 @@ def _preflight(settings: Settings) -> None:
         warnings.simplefilter("ignore")  # PyJWT's short-key warning for the dev secret is not news here
         result = asyncio.run(check_livekit(settings))
     if not result.ok:
-        _fail(str(result.problem))
+        fail(str(result.problem))
 
 
 def _run_livekit_cli(
@@ -126,8 +111,8 @@ def _run_livekit_cli(
         code = done.code
     finally:
         sys.argv = saved
-    if getattr(server, "_connection_failed", False):
-        _fail(
+    if server.connection_failed:
+        fail(
             f"the worker could not (re)connect to LiveKit at {settings.livekit_url}; gave up after "
             f"{settings.livekit_connect_retries} retries (GOCARE_LIVEKIT_CONNECT_RETRIES)"
         )
@@ -148,7 +133,7 @@ def _run_server_command(ctx: typer.Context, command: str) -> None:
     if _asks_for_help(ctx.args):
         _show_help(command, list(ctx.args))
         return
-    settings = _settings(ctx.args)
+    settings = _settings(ctx, ctx.args)
     _metrics_dir(settings)
     _require_providers(settings, text_only=False)
     _preflight(settings)
@@ -177,13 +162,13 @@ def console(ctx: typer.Context) -> None:
         _show_help("console", args)
         return
     args, metadata = _take_metadata(args)
-    settings = _settings()
+    settings = _settings(ctx)
     text_only = "--text" in args
     _require_providers(settings, text_only=text_only)
     if not text_only:
         problem = audio_device_problem()
         if problem:
-            _fail(f"{problem}; `gocare worker console --text` needs no audio device", code=1)
+            fail(f"{problem}; `gocare worker console --text` needs no audio device", code=1)
     _run_livekit_cli(settings, "console", args, console_text=text_only, console_metadata=metadata)
 
 
@@ -198,7 +183,7 @@ def _take_metadata(args: list[str]) -> tuple[list[str], str | None]:
         if name == "--metadata":
             if not eq:
                 if i + 1 >= len(args):
-                    _fail("--metadata needs a JSON value, e.g. '{\"userId\": \"user-123\", \"userName\": \"John\"}'", 2)
+                    fail("--metadata needs a JSON value, e.g. '{\"userId\": \"user-123\", \"userName\": \"John\"}'", 2)
                 value = args[i + 1]
                 i += 1
             metadata = value
@@ -210,7 +195,7 @@ def _take_metadata(args: list[str]) -> tuple[list[str], str | None]:
 
         reading = read_metadata(metadata, source="--metadata")
         if reading.problem:
-            _fail(f"--metadata: {reading.problem}", 2)
+            fail(f"--metadata: {reading.problem}", 2)
     return rest, metadata
 
 
@@ -241,9 +226,7 @@ def connect(ctx: typer.Context) -> None:
 def download_files(ctx: typer.Context) -> None:
     """Fetch plugin model files ahead of time. Our VAD and turn detector ship inside their wheels, so this
     has nothing to do for the default configuration; kept for plugins added later."""
-    from gocare_voice.cli import load_cli_settings
-
-    settings = load_cli_settings()
+    settings = load_cli_settings(ctx)
     _run_livekit_cli(settings, "download-files", list(ctx.args))
 
 

@@ -14,35 +14,24 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from gocare_voice.cli.common import load_cli_settings, new_app, print_error
+
 if TYPE_CHECKING:
     from gocare_voice.conversation.directory import UserDirectory
     from gocare_voice.settings import Settings
 
-users_app = typer.Typer(
-    name="users",
-    help="Manage registered users (user id, name, mobile number) in the directory.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+users_app = new_app(name="users", help="Manage registered users (user id, name, mobile number) in the directory.")
 
 _DB_HELP = "Database URL (default: GOCARE_DATABASE_URL, else sqlite:///gocare-users.db)."
 
 
-def _err(message: str) -> None:
-    from gocare_voice.cli import print_error
-
-    print_error(message)
-
-
-def _settings(database_url: Optional[str]) -> Settings:
-    from gocare_voice.cli import load_cli_settings  # the root loader honours --env-file
-
-    return load_cli_settings(**({"database_url": database_url} if database_url else {}))
+def _settings(ctx: typer.Context, database_url: Optional[str]) -> Settings:
+    return load_cli_settings(ctx, **({"database_url": database_url} if database_url else {}))
 
 
 @contextmanager
 def _directory(
+    ctx: typer.Context,
     database_url: Optional[str], *, reading: bool = False, missing_ok: bool = False
 ) -> Iterator[UserDirectory]:
     """The directory for one command: a refused operation (invalid or duplicate number, unknown user, broken
@@ -53,24 +42,24 @@ def _directory(
 
     from gocare_voice.conversation.directory import DatabaseMissing, DirectoryError, UserDirectory
 
-    settings = _settings(database_url)
+    settings = _settings(ctx, database_url)
     try:
         directory = UserDirectory.from_settings(settings, create_schema=not reading)
     except DirectoryError as error:
         if missing_ok and isinstance(error, DatabaseMissing):
             raise
-        _err(str(error))
+        print_error(str(error))
         raise typer.Exit(1) from None
     try:
         yield directory
     except DirectoryError as error:
-        _err(str(error))
+        print_error(str(error))
         raise typer.Exit(1) from None
     except SQLAlchemyError as error:
         # e.g. "file is not a database", "no such table": the driver's own words, without SQLAlchemy's
         # statement dump and link (which can carry parameters)
         reason = getattr(error, "orig", None) or type(error).__name__
-        _err(f"cannot use the user directory at {directory.url_for_display}: {reason}")
+        print_error(f"cannot use the user directory at {directory.url_for_display}: {reason}")
         raise typer.Exit(1) from None
     finally:
         directory.close()
@@ -78,19 +67,21 @@ def _directory(
 
 @users_app.command("add")
 def add(
+    ctx: typer.Context,
     user_id: str = typer.Argument(..., help="The app's user id (the userId in the participant metadata)."),
     name: str = typer.Argument(..., help="Full name; the agent greets with the first name."),
     phone: str = typer.Argument(..., help="Mobile number, with or without country code (GOCARE_PHONE_REGION)."),
     database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
 ) -> None:
     """Register one user."""
-    with _directory(database_url) as directory:
+    with _directory(ctx, database_url) as directory:
         record = directory.add(user_id=user_id, name=name, phone=phone)
     typer.echo(f"added {record.user_id} ({record.name or 'no name'}, {record.masked_phone})")
 
 
 @users_app.command("import")
 def import_csv(
+    ctx: typer.Context,
     csv_file: Path = typer.Argument(..., help="CSV with a header row: user_id,name,phone ('-' reads stdin)."),
     skip_errors: bool = typer.Option(
         False, "--skip-errors", help="Import the good rows and report the bad ones (exit code 1 if any was skipped; default: all or nothing)."
@@ -106,14 +97,14 @@ def import_csv(
 
     from gocare_voice.conversation.directory import CsvImportError
 
-    with _directory(database_url) as directory:
+    with _directory(ctx, database_url) as directory:
         try:
             source = sys.stdin if str(csv_file) == "-" else csv_file
             result = directory.import_csv(source, skip_errors=skip_errors, update=update)
         except CsvImportError as error:
             for problem in error.problems:
-                _err(str(problem))
-            _err(f"{error} (use --skip-errors to import the good rows)")
+                print_error(str(problem))
+            print_error(f"{error} (use --skip-errors to import the good rows)")
             raise typer.Exit(1) from None
     for problem in result.skipped:
         typer.echo(f"skipped {problem}", err=True)
@@ -128,6 +119,7 @@ def import_csv(
 
 @users_app.command("list")
 def list_users(
+    ctx: typer.Context,
     show_numbers: bool = typer.Option(False, "--show-numbers", help="Show full numbers (masked by default)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Show at most this many users."),
     database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
@@ -136,7 +128,7 @@ def list_users(
     from gocare_voice.conversation.directory import DatabaseMissing
 
     try:
-        with _directory(database_url, reading=True, missing_ok=True) as directory:
+        with _directory(ctx, database_url, reading=True, missing_ok=True) as directory:
             records = directory.list(limit=limit)
             total = directory.count()
     except DatabaseMissing as missing:
@@ -164,10 +156,11 @@ def list_users(
 
 @users_app.command("remove")
 def remove(
+    ctx: typer.Context,
     user_id: str = typer.Argument(..., help="The user id to remove."),
     database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
 ) -> None:
     """Remove one user."""
-    with _directory(database_url, reading=True) as directory:
+    with _directory(ctx, database_url, reading=True) as directory:
         record = directory.remove(user_id)
     typer.echo(f"removed {record.user_id} ({record.masked_phone})")
