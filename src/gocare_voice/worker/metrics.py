@@ -39,8 +39,8 @@ END_REASONS = (
 )
 PROVIDER_STAGES = ("stt", "llm", "tts")
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,39}")
-"""Error codes and agent ids are our own constants (``not_authenticated``, ``attorney_agent``); anything
-else becomes ``other``, so nothing a caller sent can reach a label."""
+"""Agent ids are our own constants (``attorney_agent``); anything else becomes ``other``, so nothing a caller
+sent can reach a label. Error codes and modes come from the protocol's own tables."""
 
 
 def _one_of(value: object, allowed: tuple[str, ...]) -> str:
@@ -98,9 +98,11 @@ class WorkerMetrics:
     def __init__(self, *, registry: CollectorRegistry | None) -> None:
         from prometheus_client import Counter
 
-        from gocare_voice.conversation.state import MODES, VERIFICATION_OUTCOMES
+        from gocare_voice.conversation.state import VERIFICATION_OUTCOMES
+        from gocare_voice.protocol import ERROR_CODES, MODES
 
         self._modes = tuple(MODES)
+        self._codes = tuple(ERROR_CODES)
         self._outcomes = tuple(VERIFICATION_OUTCOMES)
         self.calls_started = Counter(
             "gocare_calls_started", "Calls whose agent session started", registry=registry)
@@ -138,7 +140,7 @@ class WorkerMetrics:
         self._count(self.mode_switches, mode=_one_of(mode, self._modes))
 
     def command_error(self, code: str) -> None:
-        self._count(self.command_errors, code=_identifier(code))
+        self._count(self.command_errors, code=_one_of(code, self._codes))
 
     def provider_error(self, stage: str, *, recoverable: bool) -> None:
         # livekit-agents names the error types llm_error, stt_error, tts_error
