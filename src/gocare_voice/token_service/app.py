@@ -133,7 +133,7 @@ def create_app(settings: Settings) -> FastAPI:
                     "use GOCARE_AUTH_MODE=jwt in production")
 
     if settings.metrics:
-        app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+        app.add_middleware(RequestMetricsMiddleware, metrics=metrics, routes=lambda: app.routes)
     if settings.origins:
         app.add_middleware(
             CORSMiddleware,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -149,11 +150,26 @@ def exposition(metrics: ServiceMetrics) -> bytes:
 
 class RequestMetricsMiddleware:
     """Pure ASGI (no ``BaseHTTPMiddleware``: it costs a task per request): times each HTTP request and
-    counts it by the template of the route that matched (Starlette puts the route in the scope)."""
+    counts it by the template of the route that matched. FastAPI puts its own routes in ``scope["route"]``;
+    for the plain Starlette routes (the token endpoints) only the endpoint is in the scope, so the template is
+    looked up by endpoint in ``routes()`` (the app's routes, read once at the first such request)."""
 
-    def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics, routes: Callable[[], list[Any]]) -> None:
         self.app = app
         self.metrics = metrics
+        self._routes = routes
+        self._by_endpoint: dict[Any, str] | None = None
+
+    def _template(self, scope: Scope) -> str:
+        path = getattr(scope.get("route"), "path", None)
+        if path is not None:
+            return path
+        endpoint = scope.get("endpoint")
+        if endpoint is None:
+            return UNMATCHED
+        if self._by_endpoint is None:
+            self._by_endpoint = {r.endpoint: r.path for r in self._routes() if hasattr(r, "endpoint")}
+        return self._by_endpoint.get(endpoint, UNMATCHED)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -171,10 +187,8 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED
             method = scope["method"] if scope["method"] in _METHODS else "other"
-            self.metrics.request(template, method, status, time.perf_counter() - started)
+            self.metrics.request(self._template(scope), method, status, time.perf_counter() - started)
 
 
 def prepare_multiprocess_dir(path: str | None) -> tuple[str, bool]:
