@@ -158,13 +158,11 @@ def token_server(
     metrics_dir = _prepare_metrics(settings, several=several)
     limits, lowered = fit_to_descriptors(ConnectionLimits.from_settings(settings))
     if lowered:
-        err_console.print(f"warning: {lowered}", highlight=False)
+        _say(settings, f"warning: {lowered}", warning=True)
         os.environ["GOCARE_HTTP_MAX_CONNECTIONS"] = str(limits.max_connections)
     options = uvicorn_options(limits, settings.trusted_proxy_list)
-    err_console.print(
-        f"gocare token service on http://{host}:{listen_port}  (LiveKit {settings.livekit_url}, "
-        f"agent '{settings.agent_name}', auth {settings.auth_mode.value})", highlight=False,
-    )
+    _say(settings, f"gocare token service on http://{host}:{listen_port}  (LiveKit {settings.livekit_url}, "
+                   f"agent '{settings.agent_name}', auth {settings.auth_mode.value})")
     try:
         if several:
             _serve_metrics_port(settings, host, None)
@@ -189,7 +187,18 @@ def token_server(
             import shutil
 
             shutil.rmtree(metrics_dir, ignore_errors=True)
-    err_console.print("gocare token service stopped", highlight=False)
+    _say(settings, "gocare token service stopped")
+
+
+def _say(settings: Settings, line: str, *, warning: bool = False) -> None:
+    """A line of the token-server's own: on the console, or a log record when the logs are JSON (every
+    line of stderr is then one JSON object)."""
+    if settings.log_format.value == "json":
+        import logging
+
+        logging.getLogger("gocare.cli").log(logging.WARNING if warning else logging.INFO, "%s", line)
+    else:
+        err_console.print(line, highlight=False)
 
 
 def _prepare_metrics(settings: Settings, *, several: bool) -> str | None:
@@ -222,7 +231,7 @@ def _serve_metrics_port(settings: Settings, host: str, metrics: object) -> None:
     registry = scrape_registry(metrics if metrics is not None else NoMetrics())  # type: ignore[arg-type]
     if registry is not None:
         serve_metrics(settings.metrics_port, host, registry)
-        err_console.print(f"metrics on http://{host}:{settings.metrics_port}/metrics", highlight=False)
+        _say(settings, f"metrics on http://{host}:{settings.metrics_port}/metrics")
 
 
 def _port_problem(host: str, port: int) -> str | None:

@@ -15,7 +15,10 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime",
+    "color_message",  # uvicorn's copy of the message with terminal colour codes
+}
 
 
 def _plain(value: Any) -> Any:
