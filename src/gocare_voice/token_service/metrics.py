@@ -96,6 +96,7 @@ class PrometheusMetrics:
                                         "and error code", ["stage", "error"], registry=r)
         self._request_children: dict[tuple[str, str, int], Any] = {}
         self._latency_children: dict[tuple[str, str], Any] = {}
+        self._token_children: dict[str, Any] = {}
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -109,7 +110,10 @@ class PrometheusMetrics:
         timing.observe(seconds)
 
     def token_minted(self, endpoint: str) -> None:
-        self._tokens.labels(endpoint).inc()
+        counter = self._token_children.get(endpoint)
+        if counter is None:
+            counter = self._token_children[endpoint] = self._tokens.labels(endpoint)
+        counter.inc()
 
     def rate_limited(self, kind: str) -> None:
         self._limited.labels(kind).inc()
