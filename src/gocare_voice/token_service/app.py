@@ -231,7 +231,11 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.metrics and settings.metrics_port is None:
         from gocare_voice.token_service.metrics import CONTENT_TYPE, exposition
 
-        @app.get("/metrics", tags=["health"], summary="Prometheus metrics (GOCARE_METRICS)")
+        from fastapi.responses import PlainTextResponse
+
+        @app.get("/metrics", tags=["health"], summary="Prometheus metrics (GOCARE_METRICS)",
+                 response_class=PlainTextResponse,
+                 responses={200: {"description": "Prometheus text format 0.0.4 (docs/token-service.md)"}})
         async def metrics_endpoint() -> Response:
             return Response(exposition(metrics), media_type=CONTENT_TYPE)
 
