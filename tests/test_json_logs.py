@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -15,23 +14,18 @@ import jwt
 
 from gocare_voice.logging_setup import JsonLineFormatter
 from gocare_voice.redact import PiiLogFilter
-from harness.processes import ManagedProcess, free_port
+from harness.token_server import start_token_server
 
 APP_SECRET = "json-log-test-secret-0123456789abcdef"
 LK_SECRET = "lk-json-log-secret-0123456789abcdefgh"
 
 
 def test_token_server_writes_json_lines_without_secrets(tmp_path: Path) -> None:
-    port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GOCARE_", "LIVEKIT_", "PROMETHEUS_"))}
-    env = {**clean, "GOCARE_LOG_FORMAT": "json", "GOCARE_AUTH_MODE": "jwt", "GOCARE_AUTH_JWT_SECRET": APP_SECRET,
+    env = {"GOCARE_LOG_FORMAT": "json", "GOCARE_AUTH_MODE": "jwt", "GOCARE_AUTH_JWT_SECRET": APP_SECRET,
            "LIVEKIT_API_KEY": "APIjsonlogs", "LIVEKIT_API_SECRET": LK_SECRET, "GOCARE_RATE_LIMIT": "2/minute"}
-    process = ManagedProcess("json-logs", [sys.executable, "-m", "gocare_voice", "--env-file", os.devnull,
-                                           "token-server", "--port", str(port)],
-                             log_path=tmp_path / "json-logs.log", env=env, cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
+    started = start_token_server("json-logs", tmp_path, env=env)
+    process, url = started.process, started.url
     try:
-        process.wait_http(url + "/health", timeout=60)
         now = int(time.time())
         good = jwt.encode({"sub": "user-9", "exp": now + 300, "name": "Ravi"}, APP_SECRET, algorithm="HS256")
         forged = jwt.encode({"sub": "user-9", "exp": now + 300}, "not-the-secret-" * 3, algorithm="HS256")

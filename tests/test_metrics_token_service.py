@@ -3,22 +3,20 @@ for the exact amount it moved; labels never carry a room, an identity or a numbe
 
 from __future__ import annotations
 
-import os
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
-import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from gocare_voice.settings import Settings
 from gocare_voice.token_service.app import create_app
 from harness.processes import ManagedProcess, free_port
+from harness.token_server import start_token_server
 from scripted.openai_server import Reply, Rule
 
 SECRET = "metrics-test-secret-of-32-bytes!!"
@@ -148,19 +146,8 @@ def test_voice_upload_stage_durations_and_failures(recordings, deepgram_server, 
 # --- real processes --------------------------------------------------------------------------------------
 
 def _server(name: str, logs: Path, *, options: list[str], env: dict[str, str]) -> tuple[ManagedProcess, str]:
-    port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GOCARE_", "LIVEKIT_", "PROMETHEUS_"))}
-    process = ManagedProcess(
-        name, [sys.executable, "-m", "gocare_voice", "--env-file", os.devnull, "token-server", "--port", str(port),
-               *options], log_path=logs / f"{name}.log", env={**clean, "GOCARE_RATE_LIMIT": "off", **env}, cwd=logs,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        process.wait_http(url + "/health", timeout=60)
-    except Exception:
-        process.stop()
-        raise
-    return process, url
+    started = start_token_server(name, logs, env={"GOCARE_RATE_LIMIT": "off", **env}, options=options)
+    return started.process, started.url
 
 
 def test_workers_2_scrape_adds_up_every_process(tmp_path: Path) -> None:

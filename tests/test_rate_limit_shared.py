@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
 
-from harness.processes import ManagedProcess, free_port
+from harness.processes import free_port
+from harness.token_server import start_token_server
 
 LIMIT = 5
 
@@ -22,23 +23,13 @@ LIMIT = 5
 def _env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("GOCARE_", "LIVEKIT_", "FORWARDED_", "PROMETHEUS_")) and k not in ("PORT", "LOG_LEVEL")}
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+    return {**env, **extra}
 
 
 class Server:
-    def __init__(self, name: str, logs: Path, *, env: dict[str, str], options: list[str] = ()) -> None:  # type: ignore[assignment]
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = ManagedProcess(
-            name, [sys.executable, "-m", "gocare_voice", "--env-file", os.devnull, "token-server",
-                   "--port", str(self.port), *options],
-            log_path=logs / f"{name}.log", env=_env(env), cwd=logs,
-        )
-        try:
-            self.process.wait_http(self.url + "/health", timeout=60)
-        except Exception:
-            self.process.stop()
-            raise
+    def __init__(self, name: str, logs: Path, *, env: dict[str, str], options: Sequence[str] = ()) -> None:
+        started = start_token_server(name, logs, env=env, options=options)
+        self.process, self.url = started.process, started.url
 
     def get_token(self, identity: str = "u-1", headers: dict[str, str] | None = None) -> httpx.Response:
         # a new connection per request (no keep-alive): with --workers N any process may answer
