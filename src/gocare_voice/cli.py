@@ -19,6 +19,7 @@ from gocare_voice import __version__
 
 if TYPE_CHECKING:
     from gocare_voice.settings import Settings
+    from gocare_voice.token_service.metrics import ServiceMetrics
 
 console = Console()
 err_console = Console(stderr=True)
@@ -217,7 +218,7 @@ def _prepare_metrics(settings: Settings, *, several: bool) -> str | None:
     return folder if ours else None
 
 
-def _serve_metrics_port(settings: Settings, host: str, metrics: object) -> None:
+def _serve_metrics_port(settings: Settings, host: str, metrics: ServiceMetrics | None) -> None:
     """``GOCARE_METRICS_PORT``: /metrics on that port, served by this process (in multiprocess mode the
     sum of every worker's files)."""
     if not settings.metrics or settings.metrics_port is None:
@@ -228,7 +229,7 @@ def _serve_metrics_port(settings: Settings, host: str, metrics: object) -> None:
     if busy:
         print_error(f"cannot listen on {host}:{settings.metrics_port} (GOCARE_METRICS_PORT): {busy}")
         raise typer.Exit(1)
-    registry = scrape_registry(metrics if metrics is not None else NoMetrics())  # type: ignore[arg-type]
+    registry = scrape_registry(metrics if metrics is not None else NoMetrics())
     if registry is not None:
         serve_metrics(settings.metrics_port, host, registry)
         _say(settings, f"metrics on http://{host}:{settings.metrics_port}/metrics")
