@@ -1,13 +1,22 @@
-"""POST /getToken under load: gocare token-server (one process) against the Node peer, side by side.
+"""POST /getToken under load: gocare token-server (one process) against the Node peer and a bare Starlette
+route, side by side.
 
-Both servers run on 127.0.0.1 with the same API key/secret and agent name; `wrk` (Debian package) drives
-16 connections from one thread for a fixed time; rounds alternate between the two so that machine noise
-hits both alike. At the end one token from each is verified with livekit.api.TokenVerifier and their
-claims are compared. Prints a Markdown table with req/s, p50, p99, errors and the ratio.
+Servers, each one process on 127.0.0.1 with the same API key/secret and agent name:
+- gocare: the rate limit and the metrics off (the figure before issue 12);
+- gocare+metrics+limit(memory): GOCARE_METRICS=on, the rate limit on in memory (limits' sliding window counter);
+- gocare+metrics+limit(redis): the same with the counters in a local redis-server (one round trip a request);
+- node-peer: ../shared/peers/node-token-server (express + livekit-server-sdk);
+- bare-starlette: bench/bare_starlette.py, a route that reads the body and returns fixed JSON (the ceiling of
+  the framework and server on this machine).
+The limit is set far above what the run sends (every request is counted, none refused). `wrk` (Debian
+package) drives 16 connections from one thread for a fixed time; rounds alternate between the servers so
+that machine noise hits all alike. One token from each gocare variant and the peer is verified with
+livekit.api.TokenVerifier and their claims compared. Prints a Markdown table and the ratios.
 
     python bench/bench_token.py --duration 10 --rounds 3
 
-Needs: wrk, node + npm (the peer is installed into a temporary copy with `npm install`).
+Needs: wrk, node + npm (the peer is installed into a temporary copy with `npm install`), redis-server for
+the Redis row (left out, with a line, without it).
 """
 
 from __future__ import annotations
@@ -84,12 +93,38 @@ def run_wrk(port: int, script: Path, *, duration: int, connections: int) -> dict
     return {"rps": rps, "p50": p50, "p99": p99, "errors": errors}
 
 
-def start_gocare(port: int) -> subprocess.Popen:
-    env = {**os.environ, "LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": SECRET, "GOCARE_RATE_LIMIT": "off",
-           "LOG_LEVEL": "WARNING"}
+HIGH_LIMIT = "100000000/minute"
+"""Far above what a run sends: every request is charged, none refused."""
+
+
+def start_gocare(port: int, **settings: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOCARE_", "PROMETHEUS_"))}
+    env.update({"LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": SECRET, "GOCARE_RATE_LIMIT": "off",
+                "GOCARE_METRICS": "off", "LOG_LEVEL": "WARNING", **settings})
     cmd = [sys.executable, "-m", "gocare_voice", "--env-file", os.devnull, "token-server", "--port", str(port),
            "--no-access-log"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_bare(port: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "bench"), "bare_starlette:app",
+           "--port", str(port), "--no-access-log", "--log-level", "warning", "--http", "httptools", "--loop", "uvloop"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_redis(port: int, workdir: Path) -> subprocess.Popen | None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        time.sleep(0.1)
+    raise SystemExit("redis-server did not start")
 
 
 def start_peer(port: int, peer_src: Path, workdir: Path) -> subprocess.Popen:
@@ -127,24 +162,39 @@ def main() -> None:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is required (apt-get install wrk nodejs npm)")
 
+    load_before = os.getloadavg()[0]
+    procs: dict[str, subprocess.Popen] = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         script = workdir / "post.lua"
         script.write_text(LUA)
-        ports = {"gocare": free_port(), "node-peer": free_port()}
-        procs = {"gocare": start_gocare(ports["gocare"]),
-                 "node-peer": start_peer(ports["node-peer"], args.peer, workdir)}
+        redis_port = free_port()
+        redis = start_redis(redis_port, workdir)
+        if redis is None:
+            print("redis-server not found: the Redis row is left out (apt-get install redis-server)")
+        metered = {"GOCARE_METRICS": "on", "GOCARE_RATE_LIMIT": HIGH_LIMIT}
+        starters = {
+            "gocare": lambda port: start_gocare(port),
+            "gocare+metrics+limit(memory)": lambda port: start_gocare(port, **metered),
+            **({"gocare+metrics+limit(redis)": lambda port: start_gocare(
+                port, **metered, GOCARE_RATE_LIMIT_STORAGE=f"redis://127.0.0.1:{redis_port}/0")} if redis else {}),
+            "node-peer": lambda port: start_peer(port, args.peer, workdir),
+            "bare-starlette": start_bare,
+        }
+        ports = {name: free_port() for name in starters}
         try:
-            for _name, port in ports.items():
+            for name, start in starters.items():
+                procs[name] = start(ports[name])
+            for port in ports.values():
                 wait_ready(f"http://127.0.0.1:{port}/health")
                 run_wrk(port, script, duration=2, connections=args.connections)  # warm-up (JIT, caches)
             results: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
             for _ in range(rounds):
                 for name, port in ports.items():
                     results[name].append(run_wrk(port, script, duration=duration, connections=args.connections))
-            tokens = {name: post_token(port) for name, port in ports.items()}
+            tokens = {name: post_token(port) for name, port in ports.items() if name != "bare-starlette"}
         finally:
-            for proc in procs.values():
+            for proc in [*procs.values(), *([redis] if redis else [])]:
                 proc.terminate()
                 proc.wait(timeout=10)
 
@@ -158,16 +208,20 @@ def main() -> None:
         }
         for name, rs in results.items()
     }
-    ratio = summary["gocare"]["rps"] / summary["node-peer"]["rps"]
-    print(f"wrk -t1 -c{args.connections} -d{duration}s, {rounds} alternating rounds per server, loopback")
+    print(f"wrk -t1 -c{args.connections} -d{duration}s, {rounds} alternating rounds per server, loopback; "
+          f"load average before: {load_before:.2f} (1 min), after: {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs")
     print("| server | req/s (median) | p50 ms (median) | p99 ms (worst) | errors | per-round req/s |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
     for name, s in summary.items():
         rounds_text = ", ".join(f"{r['rps']:.0f}" for r in results[name])
         print(f"| {name} | {s['rps']:.0f} | {s['p50']:.2f} | {s['p99']:.2f} | {s['errors']:.0f} | {rounds_text} |")
-    print(f"\nratio gocare / node-peer (req/s): {ratio:.2f}x")
-    same = claims["gocare"] == claims["node-peer"]
-    print(f"tokens verified with TokenVerifier; same claims: {same}")
+    print()
+    for name in [n for n in summary if n.startswith("gocare")]:
+        rps = summary[name]["rps"]
+        print(f"{name}: {rps / summary['node-peer']['rps']:.2f}x node-peer, "
+              f"{rps / summary['bare-starlette']['rps']:.2f}x bare-starlette")
+    same = all(c == claims["node-peer"] for c in claims.values())
+    print(f"tokens verified with TokenVerifier; same claims (every gocare variant and the peer): {same}")
     if not same:
         print(json.dumps(claims, indent=2))
 

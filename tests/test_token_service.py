@@ -274,7 +274,8 @@ def test_rate_limit_429_with_retry_after() -> None:
         r = c.post("/getToken", json={"room": "r", "identity": "i"})
     assert codes == [200, 200, 200]
     assert r.status_code == 429 and r.json()["error"] == "rate_limited"
-    assert 1 <= int(r.headers["retry-after"]) <= 20
+    # the sliding window counter: the first window's budget frees up when that window ends (at most the period)
+    assert 1 <= int(r.headers["retry-after"]) <= 60
 
 
 # --- caller authentication -------------------------------------------------------------------------------

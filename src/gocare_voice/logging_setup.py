@@ -1,21 +1,65 @@
-"""Log format for every command: rich on a terminal, plain lines otherwise (servers, CI)."""
+"""Log format for every command: rich on a terminal, plain lines otherwise (servers, CI), or one JSON object
+per line (``GOCARE_LOG_FORMAT=json``).
+
+The JSON lines have the field names of livekit-agents' own JSON format (``livekit/agents/cli/log.py``), which
+``gocare worker start`` writes for the worker and its job processes: ``level``, ``name`` (the logger),
+``message``, ``timestamp`` (ISO 8601, UTC), ``pid``, ``exc_info`` when there is one, and every ``extra``
+field of the record (``room``, ``job_id``, ...). One log pipeline can then read the token service and the
+worker alike. Redaction (``redact.PiiLogFilter``) runs on the handler before either format.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from datetime import datetime, timezone
+from typing import Any
+
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime",
+    "color_message",  # uvicorn's copy of the message with terminal colour codes
+}
 
 
-def setup_logging(level: int = logging.INFO) -> None:
+def _plain(value: Any) -> Any:
+    """What orjson cannot write becomes its ``str()``."""
+    return str(value)
+
+
+class JsonLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        import orjson
+
+        line: dict[str, Any] = {
+            "level": record.levelname,
+            "name": record.name,
+            "message": record.getMessage(),
+            "timestamp": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exc_info"] = record.exc_text
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_FIELDS and not key.startswith("_") and key not in line:
+                line[key] = value
+        return orjson.dumps(line, default=_plain).decode()
+
+
+def setup_logging(level: int = logging.INFO, *, log_format: str = "text") -> None:
     quiet_livekit_noise()
     root = logging.getLogger()
     if getattr(root, "_gocare_configured", False):
         root.setLevel(level)
         return
-    if sys.stderr.isatty():
+    if log_format == "json":
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonLineFormatter())
+    elif sys.stderr.isatty():
         from rich.logging import RichHandler
 
-        handler: logging.Handler = RichHandler(rich_tracebacks=False, show_path=False)
+        handler = RichHandler(rich_tracebacks=False, show_path=False)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)

@@ -61,6 +61,16 @@ class STTProvider(str, Enum):
     deepgram = "deepgram"
 
 
+class RateLimitFailMode(str, Enum):
+    open = "open"
+    closed = "closed"
+
+
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
 class TTSProvider(str, Enum):
     openai = "openai"
     deepgram = "deepgram"
@@ -106,6 +116,36 @@ def parse_rate_limit(value: str) -> tuple[int, float] | None:
     if not match or int(match.group(1)) <= 0:
         raise ValueError(f"not a rate: {value!r} (use e.g. 30/minute, 5/second, or off)")
     return int(match.group(1)), float(_PERIOD_SECONDS[match.group(2).lower()])
+
+
+RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+cluster", "redis+sentinel")
+
+
+def check_rate_limit_storage(value: str) -> str:
+    """``memory://`` or a Redis URL in one of the forms the ``limits`` library reads."""
+    url = (value or "").strip() or "memory://"
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in RATE_LIMIT_STORAGE_SCHEMES:
+        raise ValueError(
+            f"not a rate-limit storage: use memory:// or a Redis URL ({', '.join(s + '://' for s in RATE_LIMIT_STORAGE_SCHEMES[1:])})"
+        )
+    return url
+
+
+def parse_trusted_proxies(value: str) -> list[str]:
+    """``"10.0.0.1, 10.1.0.0/16"`` -> the entries, each an IP address or network (``*``: every peer)."""
+    entries: list[str] = []
+    for entry in (part.strip() for part in (value or "").split(",")):
+        if not entry or entry == "*":
+            entries.extend([entry] if entry else [])
+            continue
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/8)") from None
+        # uvicorn reads networks strictly ("10.0.0.1/8" is an error there): hand it the network itself
+        entries.append(entry if "/" not in entry else str(network))
+    return entries
 
 
 def _host(url: str) -> str:
@@ -179,6 +219,8 @@ class Settings(BaseSettings):
     # --- deployment -------------------------------------------------------------------------------
     env: Environment = Field(Environment.development, validation_alias="GOCARE_ENV")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    log_format: LogFormat = Field(LogFormat.text, validation_alias="GOCARE_LOG_FORMAT")
+    """``json``: one JSON object per line (level, logger, message, time, and room/participant/job fields)."""
 
     # --- LiveKit ----------------------------------------------------------------------------------
     livekit_url: str = Field(DEFAULT_LIVEKIT_URL, validation_alias="LIVEKIT_URL")
@@ -228,6 +270,17 @@ class Settings(BaseSettings):
     auth_leeway: float = Field(30.0, ge=0, le=300, validation_alias="GOCARE_AUTH_LEEWAY")
     """Seconds of clock difference tolerated on the app token's ``exp``/``nbf``/``iat``."""
     rate_limit: str = Field("60/minute", validation_alias="GOCARE_RATE_LIMIT")
+    rate_limit_storage: str = Field("memory://", validation_alias="GOCARE_RATE_LIMIT_STORAGE")
+    """Where the rate-limit counters live: ``memory://`` (each process its own) or ``redis://...`` (one
+    budget shared by every process and instance that names the same Redis)."""
+    rate_limit_fail_mode: RateLimitFailMode = Field(RateLimitFailMode.open, validation_alias="GOCARE_RATE_LIMIT_FAIL_MODE")
+    """When the storage cannot be reached: ``open`` allows the request (a warning at most once a minute),
+    ``closed`` answers 503 ``rate_limit_unavailable``."""
+    trusted_proxies: str = Field("", validation_alias="GOCARE_TRUSTED_PROXIES")
+    """Comma-separated IPs/CIDRs of the proxies whose ``X-Forwarded-For``/``X-Forwarded-Proto`` are believed."""
+    metrics: bool = Field(True, validation_alias="GOCARE_METRICS")
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="GOCARE_METRICS_PORT")
+    """Serve ``/metrics`` on this port (on the same host) instead of on the service's own port."""
     max_body_bytes: int = Field(
         16 * 1024, ge=256, le=1024 * 1024, validation_alias="GOCARE_MAX_BODY_BYTES"
     )
@@ -335,6 +388,16 @@ class Settings(BaseSettings):
         parse_rate_limit(value)
         return value
 
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _rate_storage(cls, value: str) -> str:
+        return check_rate_limit_storage(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        return ",".join(parse_trusted_proxies(value))
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -405,7 +468,7 @@ class Settings(BaseSettings):
         "llm_api_key", "groq_api_key", "deepgram_api_key", "tts_api_key", "azure_speech_key", "auth_jwt_secret",
         "llm_base_url", "deepgram_base_url", "tts_base_url", "auth_jwks_url", "auth_audience", "auth_issuer",
         "azure_speech_region", "azure_speech_endpoint", "livekit_client_url", "worker_idle_processes",
-        "worker_load_threshold", "worker_drain_timeout", "worker_metrics_port", "playground_sdk_url",
+        "worker_load_threshold", "worker_drain_timeout", "worker_metrics_port", "metrics_port", "playground_sdk_url",
         "playground_sdk_sri", mode="before",
     )
     @classmethod
@@ -520,6 +583,10 @@ class Settings(BaseSettings):
     @property
     def origins(self) -> list[str]:
         return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return parse_trusted_proxies(self.trusted_proxies)
 
     @property
     def rate(self) -> tuple[int, float] | None:

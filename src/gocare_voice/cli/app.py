@@ -31,6 +31,7 @@ from gocare_voice.cli.worker import worker_app
 
 if TYPE_CHECKING:
     from gocare_voice.settings import Settings
+    from gocare_voice.token_service.metrics import ServiceMetrics
 
 
 def _hide_flag_placeholder() -> None:
@@ -88,6 +89,9 @@ def token_server(
     body_timeout: Optional[float] = typer.Option(None, help="Seconds a body may stall (GOCARE_HTTP_BODY_TIMEOUT)."),
     idle_timeout: Optional[float] = typer.Option(None, help="Keep-alive idle seconds (GOCARE_HTTP_IDLE_TIMEOUT)."),
     max_connections: Optional[int] = typer.Option(None, help="Open connections (GOCARE_HTTP_MAX_CONNECTIONS)."),
+    forwarded_allow_ips: Optional[str] = typer.Option(
+        None, help="Proxies whose X-Forwarded-For/-Proto are believed: IPs/CIDRs, comma-separated "
+        "(default GOCARE_TRUSTED_PROXIES; none: the headers are ignored)."),
 ) -> None:
     """Run the token service: POST /getToken, POST /api/token, POST /voice/upload, GET /health."""
     import os
@@ -100,8 +104,12 @@ def token_server(
     overrides: dict[str, object] = {k: v for k, v in limit_options.items() if v is not None}
     if log_level:
         overrides["log_level"] = log_level
+    if forwarded_allow_ips is not None:
+        overrides["trusted_proxies"] = forwarded_allow_ips
+    elif os.environ.get("FORWARDED_ALLOW_IPS") and not os.environ.get("GOCARE_TRUSTED_PROXIES"):
+        overrides["trusted_proxies"] = os.environ["FORWARDED_ALLOW_IPS"]  # uvicorn's own name, still read
     settings = load_cli_settings(ctx, **overrides)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format.value)
     import uvicorn
 
     from gocare_voice.settings import Settings as _Settings
@@ -117,27 +125,30 @@ def token_server(
         os.environ.setdefault("GOCARE_ENV_FILE", str(env_file))
     if log_level:
         os.environ["LOG_LEVEL"] = settings.log_level
-    for field in limit_options:  # worker processes (--workers, --reload) read the settings themselves
+    for field in [*limit_options, "trusted_proxies"]:  # worker processes (--workers, --reload) read the settings themselves
         if field in overrides:
             os.environ[str(_Settings.model_fields[field].validation_alias)] = str(overrides[field])
+    several = workers > 1 or reload
+    metrics_dir = _prepare_metrics(settings, several=several)
     limits, lowered = fit_to_descriptors(ConnectionLimits.from_settings(settings))
     if lowered:
-        err_console.print(f"warning: {lowered}", highlight=False)
+        _say(settings, f"warning: {lowered}", warning=True)
         os.environ["GOCARE_HTTP_MAX_CONNECTIONS"] = str(limits.max_connections)
-    options = uvicorn_options(limits)
-    err_console.print(
-        f"gocare token service on http://{host}:{listen_port}  (LiveKit {settings.livekit_url}, "
-        f"agent '{settings.agent_name}', auth {settings.auth_mode.value})", highlight=False,
-    )
+    options = uvicorn_options(limits, settings.trusted_proxy_list)
+    _say(settings, f"gocare token service on http://{host}:{listen_port}  (LiveKit {settings.livekit_url}, "
+                   f"agent '{settings.agent_name}', auth {settings.auth_mode.value})")
     try:
-        if workers > 1 or reload:
+        if several:
+            _serve_metrics_port(settings, host, None)
             uvicorn.run("gocare_voice.token_service.asgi:app_from_env", factory=True, host=host, port=listen_port,
                         workers=workers, reload=reload, log_level=settings.log_level.lower(),
                         access_log=access_log, log_config=None, **options)
         else:
             from gocare_voice.token_service.app import create_app
 
-            uvicorn.run(create_app(settings), host=host, port=listen_port, log_level=settings.log_level.lower(),
+            service = create_app(settings)
+            _serve_metrics_port(settings, host, service.state.services.metrics)
+            uvicorn.run(service, host=host, port=listen_port, log_level=settings.log_level.lower(),
                         access_log=access_log, log_config=None, **options)
     except KeyboardInterrupt:
         # uvicorn shuts down gracefully on Ctrl+C, then re-raises the signal: that is the expected way out
@@ -146,7 +157,55 @@ def token_server(
         from gocare_voice.audio import shared_audio_workers
 
         shared_audio_workers().close()
-    err_console.print("gocare token service stopped", highlight=False)
+        if metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    _say(settings, "gocare token service stopped")
+
+
+def _say(settings: Settings, line: str, *, warning: bool = False) -> None:
+    """A line of the token-server's own: on the console, or a log record when the logs are JSON (every
+    line of stderr is then one JSON object)."""
+    if settings.log_format.value == "json":
+        import logging
+
+        logging.getLogger("gocare.cli").log(logging.WARNING if warning else logging.INFO, "%s", line)
+    else:
+        err_console.print(line, highlight=False)
+
+
+def _prepare_metrics(settings: Settings, *, several: bool) -> str | None:
+    """Several processes (--workers, --reload): prometheus-client's multiprocess mode, in a folder emptied
+    now (``PROMETHEUS_MULTIPROC_DIR`` when set, else a temporary one). Set before any process imports
+    prometheus-client. Returns the folder to remove at exit (ours only)."""
+    import os
+
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not settings.metrics or not (several or given):
+        return None
+    from gocare_voice.token_service.metrics import prepare_multiprocess_dir
+
+    folder, ours = prepare_multiprocess_dir(given)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    return folder if ours else None
+
+
+def _serve_metrics_port(settings: Settings, host: str, metrics: ServiceMetrics | None) -> None:
+    """``GOCARE_METRICS_PORT``: /metrics on that port, served by this process (in multiprocess mode the
+    sum of every worker's files)."""
+    if not settings.metrics or settings.metrics_port is None:
+        return
+    from gocare_voice.token_service.metrics import NoMetrics, scrape_registry, serve_metrics
+
+    busy = _port_problem(host, settings.metrics_port)
+    if busy:
+        print_error(f"cannot listen on {host}:{settings.metrics_port} (GOCARE_METRICS_PORT): {busy}")
+        raise typer.Exit(1)
+    registry = scrape_registry(metrics if metrics is not None else NoMetrics())
+    if registry is not None:
+        serve_metrics(settings.metrics_port, host, registry)
+        _say(settings, f"metrics on http://{host}:{settings.metrics_port}/metrics")
 
 
 def _port_problem(host: str, port: int) -> str | None:

@@ -62,9 +62,9 @@ def load_cli_settings(ctx: typer.Context | None, **overrides: object) -> Setting
         raise typer.Exit(2) from None
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
     import logging
 
     from gocare_voice.logging_setup import setup_logging
 
-    setup_logging(getattr(logging, level.upper(), logging.INFO))
+    setup_logging(getattr(logging, level.upper(), logging.INFO), log_format=log_format)

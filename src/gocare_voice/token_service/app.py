@@ -34,7 +34,8 @@ from gocare_voice.token_service.deps import (
 )
 from gocare_voice.token_service.errors import ApiError
 from gocare_voice.token_service.minting import TokenMinter, TokenRequest
-from gocare_voice.token_service.ratelimit import RateLimiter
+from gocare_voice.token_service.metrics import RequestMetricsMiddleware, build_metrics
+from gocare_voice.token_service.rate_limit import RateLimiter
 from gocare_voice.token_service.responses import json_response
 from gocare_voice.token_service.schemas import token_paths
 from gocare_voice.token_service.validation import (
@@ -73,17 +74,36 @@ def _require_object(body: object) -> dict[str, Any]:
     return body
 
 
+def _lifespan(services: Services) -> Any:
+    """At start: one line when the shared rate-limit storage cannot be reached (the service still starts:
+    the fail mode decides what requests get until it answers; see rate_limit.py)."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+        if services.limiter is not None:
+            problem = await services.limiter.check_storage()
+            if problem:
+                log.error("%s", problem)
+        yield
+
+    return lifespan
+
+
 def create_app(settings: Settings) -> FastAPI:
+    metrics = build_metrics(settings.metrics)
     services = Services(
         settings=settings,
         minter=TokenMinter.from_settings(settings),
         authenticator=Authenticator(settings=settings),
-        limiter=RateLimiter(limit=settings.rate[0], period=settings.rate[1]) if settings.rate else None,
+        limiter=RateLimiter.from_settings(settings),
+        metrics=metrics,
     )
     app = FastAPI(
         title="gocare-voice token service",
         version=__version__,
         description="LiveKit tokens for the GoCare app (with the agent dispatch), voice upload, health.",
+        lifespan=_lifespan(services),
     )
     app.state.services = services
     # the URL the app connects to, which may differ from the one this service and the worker use
@@ -98,6 +118,8 @@ def create_app(settings: Settings) -> FastAPI:
         log.warning("caller authentication is OFF (GOCARE_AUTH_MODE=none): anyone can get a token; "
                     "use GOCARE_AUTH_MODE=jwt in production")
 
+    if settings.metrics:
+        app.add_middleware(RequestMetricsMiddleware, metrics=metrics, routes=lambda: app.routes)
     if settings.origins:
         app.add_middleware(
             CORSMiddleware,
@@ -144,6 +166,7 @@ def create_app(settings: Settings) -> FastAPI:
             room=room, identity=identity, name=name or identity,
             metadata=participant_metadata(user_id=identity, user_name=name),
         ))
+        metrics.token_minted("/getToken")
         return json_response(200, {"token": token, "serverUrl": server_url, "roomName": room,
                                     "participantName": name or identity})
 
@@ -166,6 +189,7 @@ def create_app(settings: Settings) -> FastAPI:
             metadata=participant_metadata(user_id=identity, user_name=name, extra=extra),
             attributes=attributes, dispatch_metadata=dispatch_metadata,
         ))
+        metrics.token_minted("/api/token")
         return json_response(
             201,
             {"server_url": server_url, "participant_token": token, "room_name": room, "participant_name": name or identity},
@@ -190,10 +214,21 @@ def create_app(settings: Settings) -> FastAPI:
             **configuration_facts(settings),
         })
 
+    if settings.metrics and settings.metrics_port is None:
+        from gocare_voice.token_service.metrics import CONTENT_TYPE, exposition
+
+        from fastapi.responses import PlainTextResponse
+
+        @app.get("/metrics", tags=["health"], summary="Prometheus metrics (GOCARE_METRICS)",
+                 response_class=PlainTextResponse,
+                 responses={200: {"description": "Prometheus text format 0.0.4 (docs/token-service.md)"}})
+        async def metrics_endpoint() -> Response:
+            return Response(exposition(metrics), media_type=CONTENT_TYPE)
+
     # imported here, not at module level: it pulls in PyAV and the livekit plugins
     from gocare_voice.token_service.voice import build_voice_router
 
-    app.include_router(build_voice_router(settings))
+    app.include_router(build_voice_router(settings, metrics))
 
     from gocare_voice.token_service.playground import build_playground_router
 

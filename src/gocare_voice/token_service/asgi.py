@@ -18,7 +18,7 @@ def app_from_env() -> FastAPI:
     from gocare_voice.token_service.app import create_app
 
     settings = load_settings(env_file=os.environ.get("GOCARE_ENV_FILE", ".env"))
-    setup_logging(getattr(logging, settings.log_level))
+    setup_logging(getattr(logging, settings.log_level), log_format=settings.log_format.value)
     app = create_app(settings)
     _close_audio_workers_on_shutdown(app)
     return app

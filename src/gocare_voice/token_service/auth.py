@@ -52,8 +52,15 @@ class Caller:
     rate_key: str
 
 
-def _unauthorized(detail: str) -> ApiError:
-    return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+def _unauthorized(detail: str, reason: str) -> ApiError:
+    """``reason``: one fixed word per kind of failure, for the auth-failure metric."""
+    return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                    reason=reason)
+
+
+def _keys_unavailable() -> ApiError:
+    return ApiError(503, "auth_unavailable", "the signing keys could not be fetched; try again",
+                    reason="keys_unavailable")
 
 
 class Authenticator:
@@ -72,14 +79,14 @@ class Authenticator:
         if self._mode is AuthMode.none:
             return Caller(subject=None, name=None, rate_key=f"ip:{client_host or 'unknown'}")
         if not authorization:
-            raise _unauthorized("missing 'Authorization: Bearer <token>' header")
+            raise _unauthorized("missing 'Authorization: Bearer <token>' header", "missing")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise _unauthorized("the Authorization header must be 'Bearer <token>'")
+            raise _unauthorized("the Authorization header must be 'Bearer <token>'", "malformed")
         claims = await self._decode(token.strip())
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():
-            raise _unauthorized("the token has no 'sub' claim")
+            raise _unauthorized("the token has no 'sub' claim", "no_subject")
         name = claims.get(self._name_claim)
         return Caller(subject=subject, name=name if isinstance(name, str) and name.strip() else None,
                       rate_key=f"sub:{subject}")
@@ -99,32 +106,32 @@ class Authenticator:
             key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
             allowed = algorithms_for_key(key._jwk_data)  # noqa: SLF001 - PyJWK keeps the JWK only there
             if jwt.get_unverified_header(token).get("alg") not in allowed:
-                raise _unauthorized("the token's algorithm does not fit its signing key")
+                raise _unauthorized("the token's algorithm does not fit its signing key", "algorithm")
             return jwt.decode(token, key.key, algorithms=list(allowed), **kwargs)
         except ApiError:
             raise
         except jwt.ExpiredSignatureError:
-            raise _unauthorized("the token has expired") from None
+            raise _unauthorized("the token has expired", "expired") from None
         except jwt.ImmatureSignatureError:
-            raise _unauthorized("the token is not valid yet (nbf/iat in the future; check the clocks)") from None
+            raise _unauthorized("the token is not valid yet (nbf/iat in the future; check the clocks)", "not_yet_valid") from None
         except jwt.InvalidAudienceError:
-            raise _unauthorized("the token is not meant for this service (audience)") from None
+            raise _unauthorized("the token is not meant for this service (audience)", "audience") from None
         except jwt.InvalidIssuerError:
-            raise _unauthorized("the token was issued by someone else (issuer)") from None
+            raise _unauthorized("the token was issued by someone else (issuer)", "issuer") from None
         except jwt.PyJWKClientConnectionError:
             log.warning("JWKS endpoint unreachable; refusing the request")
-            raise ApiError(503, "auth_unavailable", "the signing keys could not be fetched; try again") from None
+            raise _keys_unavailable() from None
         except jwt.PyJWKSetError:
             log.warning("JWKS endpoint answered no usable keys; refusing the request")
-            raise ApiError(503, "auth_unavailable", "the signing keys could not be fetched; try again") from None
+            raise _keys_unavailable() from None
         except jwt.PyJWKClientError as error:
             if "did not return a JSON object" in str(error):
                 log.warning("JWKS endpoint answered something other than a JSON object; refusing the request")
-                raise ApiError(503, "auth_unavailable", "the signing keys could not be fetched; try again") from None
-            raise _unauthorized(f"no signing key for this token ({error.__class__.__name__})") from None
+                raise _keys_unavailable() from None
+            raise _unauthorized(f"no signing key for this token ({error.__class__.__name__})", "no_key") from None
         except jwt.MissingRequiredClaimError as error:
-            raise _unauthorized(f"the token lacks the '{error.claim}' claim") from None
+            raise _unauthorized(f"the token lacks the '{error.claim}' claim", "missing_claim") from None
         except (jwt.PyJWTError, ValueError, TypeError, KeyError, AttributeError):
             # InvalidTokenError, and what a crafted header can still shake out of PyJWT or the crypto
             # library: the token is bad, whatever failed first; never a 500 and a traceback per request
-            raise _unauthorized("the token is not valid (bad signature or format)") from None
+            raise _unauthorized("the token is not valid (bad signature or format)", "invalid") from None

@@ -12,7 +12,8 @@ from gocare_voice.token_service.auth import Authenticator, Caller
 from gocare_voice.token_service.errors import ApiError
 from gocare_voice.token_service.minting import TokenMinter
 from gocare_voice.token_service import rooms
-from gocare_voice.token_service.ratelimit import RateLimiter, retry_after_header
+from gocare_voice.token_service.metrics import ServiceMetrics
+from gocare_voice.token_service.rate_limit import Outcome, RateLimiter
 from gocare_voice.token_service.rooms import SEPARATOR, room_owner
 
 
@@ -24,17 +25,26 @@ class Services:
     minter: TokenMinter
     authenticator: Authenticator
     limiter: RateLimiter | None
+    metrics: ServiceMetrics
 
 
-def _charge(limiter: RateLimiter | None, key: str) -> None:
-    if limiter is None:
+async def _charge(svc: Services, key: str, *, kind: str) -> None:
+    """``kind`` (a metrics label): ``caller`` for a request, ``failed_auth`` for a failed authentication."""
+    if svc.limiter is None:
         return
-    wait = limiter.check(key)
-    if wait is not None:
-        raise ApiError(
-            429, "rate_limited", f"too many requests; retry in {retry_after_header(wait)} s",
-            headers={"Retry-After": retry_after_header(wait)},
-        )
+    verdict = await svc.limiter.charge(key)
+    if verdict.outcome is Outcome.allowed:
+        return
+    retry = str(verdict.retry_after)
+    if verdict.outcome is Outcome.limited:
+        svc.metrics.rate_limited(kind)
+        raise ApiError(429, "rate_limited", f"too many requests; retry in {retry} s", headers={"Retry-After": retry})
+    svc.metrics.rate_limited("storage_unavailable")
+    raise ApiError(
+        503, "rate_limit_unavailable",
+        f"the rate-limit storage cannot be reached and this service is set to refuse requests then "
+        f"(GOCARE_RATE_LIMIT_FAIL_MODE=closed); retry in {retry} s", headers={"Retry-After": retry},
+    )
 
 
 async def require_caller(request: Request) -> Caller:
@@ -46,12 +56,13 @@ async def require_caller(request: Request) -> Caller:
         caller = await svc.authenticator.authenticate(
             authorization=request.headers.get("authorization"), client_host=client_host
         )
-    except ApiError:
+    except ApiError as error:
         # every failure counts (401s, and 503s while the JWKS is down): a caller cannot make the service
         # fetch keys or verify signatures for free
-        _charge(svc.limiter, f"ip:{client_host or 'unknown'}")
+        svc.metrics.auth_failed(error.reason or error.error)
+        await _charge(svc, f"ip:{client_host or 'unknown'}", kind="failed_auth")
         raise
-    _charge(svc.limiter, caller.rate_key)
+    await _charge(svc, caller.rate_key, kind="caller")
     return caller
 
 

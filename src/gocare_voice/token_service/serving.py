@@ -9,7 +9,8 @@ fast one the benchmarks use) with those four limits; each is a setting (``Connec
 
 Forwarded headers: uvicorn by default believes ``X-Forwarded-For`` from 127.0.0.1, so behind a local
 tunnel or proxy that passes the header through, every request could claim a fresh client address and a
-fresh per-IP rate limit. Here they are trusted only when ``FORWARDED_ALLOW_IPS`` names the proxies.
+fresh per-IP rate limit. Here they are trusted only from the proxies ``GOCARE_TRUSTED_PROXIES`` (or
+``gocare token-server --forwarded-allow-ips``) names.
 """
 
 from __future__ import annotations
@@ -172,10 +173,12 @@ def fit_to_descriptors(limits: ConnectionLimits) -> tuple[ConnectionLimits, str 
     )
 
 
-def uvicorn_options(limits: ConnectionLimits) -> dict[str, Any]:
-    """Keyword arguments for ``uvicorn.run`` that apply the limits and the forwarded-header policy."""
+def uvicorn_options(limits: ConnectionLimits, trusted_proxies: list[str] | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run`` that apply the limits and the forwarded-header policy:
+    ``X-Forwarded-For``/``-Proto`` are read only from ``trusted_proxies`` (``GOCARE_TRUSTED_PROXIES`` or
+    ``--forwarded-allow-ips``), and from nobody when it is empty (never uvicorn's default of 127.0.0.1)."""
     GuardedHttpProtocol.limits = limits
-    trusted = os.environ.get("FORWARDED_ALLOW_IPS", "").strip()
+    trusted = ",".join(trusted_proxies or [])
     return {
         "http": GuardedHttpProtocol,
         "ws": "none",  # the service speaks no websockets: no upgrade path around the limits

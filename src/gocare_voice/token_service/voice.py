@@ -31,6 +31,7 @@ from gocare_voice.settings import Settings
 from gocare_voice.token_service.auth import Caller
 from gocare_voice.token_service.deps import authorize_room, require_caller
 from gocare_voice.token_service.errors import ApiError
+from gocare_voice.token_service.metrics import NoMetrics, ServiceMetrics
 from gocare_voice.token_service.responses import json_response
 from gocare_voice.token_service.schemas import upload_openapi
 from gocare_voice.token_service.validation import check_name
@@ -214,9 +215,10 @@ def _json(description: str, model: str = "ErrorResponse") -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}}}
 
 
-def build_voice_router(settings: Settings) -> APIRouter:
+def build_voice_router(settings: Settings, metrics: ServiceMetrics | None = None) -> APIRouter:
     """The upload route with its pipeline; the pipeline's provider clients close with the app."""
     pipeline = VoiceUploadPipeline(settings=settings)
+    recorder: ServiceMetrics = metrics if metrics is not None else NoMetrics()
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -263,6 +265,8 @@ def build_voice_router(settings: Settings) -> APIRouter:
             )
         except AudioError as error:
             log.info("voice upload refused: %s (%d bytes)", error.code, len(data))
+            recorder.upload_stage("decode", time.perf_counter() - read_done)
+            recorder.upload_failed("decode", error.code)
             raise ApiError(error.status, error.code, error.message) from None
         decode_done = time.perf_counter()
         result = await pipeline.process(
@@ -277,7 +281,10 @@ def build_voice_router(settings: Settings) -> APIRouter:
             result.agent_notified,
             " ".join(f"{k}={v * 1000:.0f}ms" for k, v in result.timings.items()),
         )
+        for stage, seconds in result.timings.items():
+            recorder.upload_stage(stage, seconds)
         if result.failure is not None:
+            recorder.upload_failed(result.failure.stage, result.failure.error)
             return json_response(result.failure.status, _result_body(result))
         return json_response(200, _result_body(result))
 
