@@ -95,6 +95,32 @@ def test_a_connection_given_up_by_livekit_agents_exits_1(tmp_path: Path) -> None
     assert proc.stderr.strip().splitlines()[-1].startswith("error: the worker could not (re)connect to LiveKit")
 
 
+def test_a_worker_whose_health_port_is_taken_exits_1_with_one_line(tmp_path: Path) -> None:
+    """livekit-agents logs "worker failed" when its HTTP server cannot bind, and returns: exit 0 without us."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        script = (
+            "import typer\n"
+            "from gocare_voice.settings import Settings\n"
+            "from gocare_voice.cli import worker as cli_worker\n"
+            f"s = Settings(livekit_url='ws://127.0.0.1:{closed_port()}', livekit_connect_retries=0, "
+            f"worker_port={port}, deepgram_api_key='x', llm_api_key='y')\n"
+            "try:\n"
+            "    cli_worker._run_livekit_cli(s, 'start', ['--log-level', 'critical'])\n"
+            "except typer.Exit as done:\n"
+            "    raise SystemExit(done.exit_code)\n"
+        )
+        base = {k: v for k, v in os.environ.items() if k not in PROVIDER_VARS}
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=base,
+                              cwd=tmp_path, timeout=60)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the worker could not listen: a port it serves is already in use"), proc.stderr
+    assert f"GOCARE_WORKER_PORT={port}" in last
+
+
 # --- pre-flight against loopback servers ----------------------------------------------------------
 
 

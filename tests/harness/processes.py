@@ -8,6 +8,7 @@ started (the worker's job processes), and nothing else: the signal goes to that 
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -19,10 +20,40 @@ from pathlib import Path
 import httpx
 
 
+_handed_out: set[tuple[int, int]] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nothing of this run uses, for a server we start next.
+
+    Chosen below the kernel's ephemeral range (``ip_local_port_range``): a port the kernel hands out
+    (``bind(0)``) is one it may also give, a moment later, to an outgoing connection's source port, and then
+    the server we meant it for cannot bind it (seen in CI: a worker's health port taken between the pick and
+    its bind on 0.0.0.0). Each port is handed out once per run, and checked free on ``host`` and on all
+    addresses, since the worker binds 0.0.0.0."""
+    high = _ephemeral_low()
+    low = max(1024, high - 12000)
+    for _ in range(500):
+        port = random.randrange(low, high)
+        if (port, kind) in _handed_out:
+            continue
+        try:
+            for address in {host, "0.0.0.0"}:
+                with socket.socket(socket.AF_INET, kind) as sock:
+                    sock.bind((address, port))
+        except OSError:
+            continue
+        _handed_out.add((port, kind))
+        return port
+    raise RuntimeError(f"no free port between {low} and {high}")
 
 
 def group_members(pgid: int) -> list[tuple[int, list[str]]]:

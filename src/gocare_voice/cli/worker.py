@@ -116,8 +116,23 @@ def _run_livekit_cli(
             f"the worker could not (re)connect to LiveKit at {settings.livekit_url}; gave up after "
             f"{settings.livekit_connect_retries} retries (GOCARE_LIVEKIT_CONNECT_RETRIES)"
         )
+    if server.run_error is not None:
+        fail(run_error_line(server.run_error, settings))
     if code not in (0, None):
         raise typer.Exit(code if isinstance(code, int) else 1)
+
+
+def run_error_line(error: BaseException, settings: Settings) -> str:
+    """The one line for a worker that stopped on an error (livekit-agents logs it and returns; the process
+    manager must see a failure, not exit 0)."""
+    import errno
+
+    if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+        ports = f"GOCARE_WORKER_PORT={settings.worker_port}"
+        if settings.worker_metrics_port is not None:
+            ports += f", GOCARE_WORKER_METRICS_PORT={settings.worker_metrics_port}"
+        return f"the worker could not listen: a port it serves is already in use ({ports}): {error}"
+    return f"the worker stopped on an error: {type(error).__name__}: {error}"
 
 
 def _metrics_dir(settings: Settings) -> None:
