@@ -11,24 +11,15 @@ from typing import Any
 import httpx
 import jwt
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from gocare_voice.settings import Settings
 from gocare_voice.token_service.app import create_app
 from harness.processes import ManagedProcess, free_port
+from harness.prometheus import samples
 from harness.token_server import start_token_server
 from scripted.openai_server import Reply, Rule
 
 SECRET = "metrics-test-secret-of-32-bytes!!"
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a scrape: (name, sorted labels) -> value."""
-    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return out
 
 
 def value(scrape: dict, name: str, **labels: str) -> float:

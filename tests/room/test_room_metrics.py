@@ -18,19 +18,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from calls import GREETING_JOHN, MISMATCH_REPLY, join_as_john, say_number, script_number_check, verified_call
 from conftest import Providers, RunningWorker, TokenService, start_token_service, start_worker
 from harness.app_client import AppClient
 from harness.livekit_server import LiveKitServer
 from harness.processes import free_port
+from harness.prometheus import Samples, samples
 from scripted.openai_server import Reply, Rule
 
 pytestmark = [pytest.mark.livekit, pytest.mark.timeout(240)]
 
 AGENT = "multi-assistant-metrics"
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @dataclass
@@ -40,11 +39,7 @@ class MeteredWorker:
 
     def scrape(self) -> tuple[str, Samples]:
         text = httpx.get(self.metrics_url, timeout=10).text
-        samples: Samples = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-        return text, samples
+        return text, samples(text)
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +85,13 @@ async def moved_by_the_call(metered: MeteredWorker, before: Samples, room: str) 
     deadline = time.monotonic() + 30
     was = sum(v for (name, _), v in ours(before).items() if name == "gocare_calls_ended_total")
     while True:
-        text, samples = await asyncio.to_thread(metered.scrape)
-        ended = sum(v for (name, _), v in ours(samples).items() if name == "gocare_calls_ended_total")
+        text, scraped = await asyncio.to_thread(metered.scrape)
+        ended = sum(v for (name, _), v in ours(scraped).items() if name == "gocare_calls_ended_total")
         if ended > was or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
     assert_nothing_personal(text, room)
-    return text, moved(before, samples)
+    return text, moved(before, scraped)
 
 
 async def verified_with_the_assistant(metered: MeteredWorker, tokens: TokenService, room: str,
