@@ -91,13 +91,14 @@ def test_cli_does_not_print_the_database_password(tmp_path) -> None:
 
 
 def test_stage_timeout_message_says_how_long_it_really_waited(recordings, deepgram_server, openai_server) -> None:
-    """GOCARE_STAGE_TIMEOUT=600: the LLM plugin gives up after its own 10 s connection timeout and one retry;
-    the answer used to say "within 600 s" after ~21 s."""
+    """GOCARE_STAGE_TIMEOUT=600: the LLM plugin gives up after GOCARE_LLM_TIMEOUT (2 s here, 10 s by default)
+    and one retry; the answer used to say "within 600 s" after ~21 s."""
     from scripted.openai_server import Reply, Rule
 
     openai_server.script(Rule(reply=Reply(text="late", delay=40)))
     settings = Settings(deepgram_api_key=deepgram_server.api_key, deepgram_base_url=deepgram_server.url,
-                        llm_api_key="k", llm_base_url=openai_server.base_url, rate_limit="off", stage_timeout=600)
+                        llm_api_key="k", llm_base_url=openai_server.base_url, rate_limit="off", stage_timeout=600,
+                        llm_timeout=2)
     with TestClient(create_app(settings)) as client:
         started = time.perf_counter()
         r = client.post("/voice/upload", files={"file": ("a.m4a", recordings.bytes("m4a"), "audio/mp4")})

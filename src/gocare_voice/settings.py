@@ -347,7 +347,8 @@ class Settings(BaseSettings):
 
     # --- conversation -----------------------------------------------------------------------------
     llm_timeout: float = Field(10.0, gt=0, le=120, validation_alias="GOCARE_LLM_TIMEOUT")
-    """Seconds the worker waits for the language model to start answering, per attempt (livekit's 10)."""
+    """Seconds the worker (and a voice upload) waits for the language model to start answering, per attempt
+    (livekit's 10)."""
     llm_retries: int = Field(3, ge=0, le=10, validation_alias="GOCARE_LLM_RETRIES")
     """Further attempts after a failed or timed-out one, before the caller hears the apology (livekit's 3)."""
     phone_region: str = Field("IN", validation_alias="GOCARE_PHONE_REGION")

@@ -3,8 +3,8 @@
 cloud providers they talk to (LLM, Deepgram live STT, OpenAI speech) in this process, and a fresh room
 per test (a token's agent dispatch fires when the join creates the room).
 
-Logs of every process are kept in ``$GOCARE_TEST_LOG_DIR`` when set (CI prints their tails on failure),
-otherwise in pytest's temporary folder.
+Logs of every process are kept in ``$GOCARE_TEST_LOG_DIR/<xdist worker>/`` when set (CI prints their tails
+on failure), otherwise in pytest's temporary folder.
 """
 
 from __future__ import annotations
@@ -47,10 +47,12 @@ def _gocare() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def room_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def room_logs(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """One folder per xdist worker (``gw0``, ...; ``master`` without xdist): two workers' processes never
+    write the same log."""
     chosen = os.environ.get("GOCARE_TEST_LOG_DIR")
     if chosen:
-        path = Path(chosen)
+        path = Path(chosen) / worker_id
         path.mkdir(parents=True, exist_ok=True)
         return path
     return tmp_path_factory.mktemp("room-logs")

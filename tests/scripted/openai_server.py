@@ -349,7 +349,9 @@ class _ThreadRunner:
             self._loop = loop
             asyncio.set_event_loop(loop)
             try:
-                runner = web.AppRunner(self._make_app(), access_log=None)
+                # a request still held by a scripted delay is cut off at stop (aiohttp waits 60 s for it by
+                # default, and stop() gave up on the thread after 10 s: each such test's teardown took 10 s)
+                runner = web.AppRunner(self._make_app(), access_log=None, shutdown_timeout=0.5)
                 loop.run_until_complete(runner.setup())
                 site = web.TCPSite(runner, self._host, self._port)
                 loop.run_until_complete(site.start())

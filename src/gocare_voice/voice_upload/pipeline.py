@@ -125,6 +125,10 @@ class VoiceUploadPipeline:
         self._conn_options = APIConnectOptions(
             max_retry=max_retry, retry_interval=0.5, timeout=min(10.0, settings.stage_timeout)
         )
+        # the language model's attempt is bounded by GOCARE_LLM_TIMEOUT, as in the worker (10 s by default)
+        self._llm_options = APIConnectOptions(
+            max_retry=max_retry, retry_interval=0.5, timeout=min(settings.llm_timeout, settings.stage_timeout)
+        )
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Providers] = (
             weakref.WeakKeyDictionary()
         )
@@ -304,7 +308,7 @@ class VoiceUploadPipeline:
         )
         chat_ctx.add_message(role="user", content=transcript)
         parts: list[str] = []
-        async with llm.chat(chat_ctx=chat_ctx, conn_options=self._conn_options) as stream:
+        async with llm.chat(chat_ctx=chat_ctx, conn_options=self._llm_options) as stream:
             async for chunk in stream:
                 if chunk.delta and chunk.delta.content:
                     parts.append(chunk.delta.content)
