@@ -29,7 +29,7 @@ def test_token_server_writes_json_lines_without_secrets(tmp_path: Path) -> None:
         now = int(time.time())
         good = jwt.encode({"sub": "user-9", "exp": now + 300, "name": "Ravi"}, APP_SECRET, algorithm="HS256")
         forged = jwt.encode({"sub": "user-9", "exp": now + 300}, "not-the-secret-" * 3, algorithm="HS256")
-        minted = httpx.post(url + "/getToken", json={"room": "user-9-call"},
+        minted = httpx.post(url + "/getToken", json={"room": "user-9~call"},
                             headers={"Authorization": f"Bearer {good}"}, timeout=10)
         assert minted.status_code == 200
         for _ in range(3):  # the third failure is over the IP's budget of 2

@@ -95,3 +95,24 @@ def test_pool_processes_can_be_killed() -> None:
             assert process.exitcode is not None and process.exitcode < 0
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def test_the_text_console_waits_for_a_line_in_legacy_prompt() -> None:
+    """``end_text_console`` (the console ending after the goodbye) knows the console is back at its prompt by
+    finding ``_legacy.prompt`` on the main thread's stack, and ends it with the SIGTERM its handler takes
+    as Ctrl+C (tests/test_worker_console_ports.py runs it for real)."""
+    import signal
+
+    from livekit.agents.cli import _legacy
+
+    from gocare_voice.worker.livekit_private import text_console_waits_for_input
+
+    prompt = getattr(_legacy, "prompt", None)
+    text_mode = getattr(_legacy, "_text_mode", None)
+    assert callable(prompt) and callable(text_mode), (
+        "livekit-agents moved its text console (cli._legacy.prompt/_text_mode): "
+        "worker/livekit_private.text_console_waits_for_input must find the new prompt"
+    )
+    assert "prompt" in text_mode.__code__.co_names, "the text console no longer waits for a line in prompt()"
+    assert signal.SIGTERM in _legacy.HANDLED_SIGNALS, "the console no longer ends on SIGTERM"
+    assert text_console_waits_for_input() is False  # this test's main thread is not in a prompt

@@ -296,14 +296,14 @@ def jwt_client() -> Iterator[TestClient]:
 
 
 def test_jwt_valid_binds_identity_and_name(jwt_client: TestClient) -> None:
-    r = jwt_client.post("/getToken", json={"room": "user-7-call"}, headers={"Authorization": f"Bearer {app_token()}"})
+    r = jwt_client.post("/getToken", json={"room": "user-7~call"}, headers={"Authorization": f"Bearer {app_token()}"})
     assert r.status_code == 200, r.text
     claims = verify(r.json()["token"])
     assert claims.identity == "user-7" and claims.name == "Priya Shah"
     assert json.loads(claims.metadata) == {"userId": "user-7", "userName": "Priya Shah"}
     r = jwt_client.post("/api/token", json={"room_config": {}}, headers={"Authorization": f"Bearer {app_token()}"})
     assert r.status_code == 201 and verify(r.json()["participant_token"]).identity == "user-7"
-    assert r.json()["room_name"].startswith("user-7-")  # a generated room is the caller's own
+    assert r.json()["room_name"].startswith("user-7~")  # a generated room is the caller's own
 
 
 # tokens are made when the test runs, not when the module is collected: a long suite outlives their 5 minutes
@@ -332,11 +332,12 @@ def test_jwt_identity_mismatch_is_403(jwt_client: TestClient) -> None:
     assert r.status_code == 403 and r.json()["error"] == "identity_mismatch"
     r = jwt_client.post("/api/token", json={"participant_identity": "someone-else"}, headers=headers)
     assert r.status_code == 403
-    same = jwt_client.post("/getToken", json={"room": "user-7-own", "identity": "user-7"}, headers=headers)
+    same = jwt_client.post("/getToken", json={"room": "user-7~own", "identity": "user-7"}, headers=headers)
     assert same.status_code == 200
 
 
-@pytest.mark.parametrize("room", ["user-8", "room-of-bob", "user-7x", "xuser-7", "user-", "user-7", "user-7-", "user-7-a-b"])
+@pytest.mark.parametrize("room", ["user-8~x", "room-of-bob", "user-7x~a", "xuser-7~a", "user~7", "user-7", "user-7~",
+                                  "user-7-a", "~user-7~a", "user-7-~a"])
 def test_jwt_caller_may_only_join_its_own_rooms(jwt_client: TestClient, room: str) -> None:
     headers = {"Authorization": f"Bearer {app_token()}"}
     for path, body in (("/getToken", {"room": room}), ("/api/token", {"room_name": room})):
@@ -348,11 +349,11 @@ def test_jwt_name_claim_that_does_not_fit_is_trimmed_not_refused() -> None:
     settings = make_settings(auth_mode="jwt", auth_jwt_secret=APP_SECRET)
     with TestClient(create_app(settings)) as c:
         long_name = app_token(aud="x", name="Dr. " + "A" * 300 + "\x07")
-        r = c.post("/getToken", json={"room": "user-7-own"}, headers={"Authorization": f"Bearer {long_name}"})
+        r = c.post("/getToken", json={"room": "user-7~own"}, headers={"Authorization": f"Bearer {long_name}"})
         assert r.status_code == 200 and len(r.json()["participantName"]) == 128
 
         future = app_token(aud="x", nbf=int(time.time()) + 3600)
-        r = c.post("/getToken", json={"room": "user-7-own"}, headers={"Authorization": f"Bearer {future}"})
+        r = c.post("/getToken", json={"room": "user-7~own"}, headers={"Authorization": f"Bearer {future}"})
         assert r.status_code == 401 and "not valid yet" in r.json()["detail"]
 
 
@@ -369,8 +370,8 @@ def test_jwt_rate_limit_is_per_caller() -> None:
     with TestClient(create_app(settings)) as c:
         a = {"Authorization": f"Bearer {app_token('alice', aud='x')}"}
         b = {"Authorization": f"Bearer {app_token('bob', aud='x')}"}
-        assert [c.post("/getToken", json={"room": "alice-call"}, headers=a).status_code for _ in range(3)] == [200, 200, 429]
-        assert c.post("/getToken", json={"room": "bob-call"}, headers=b).status_code == 200
+        assert [c.post("/getToken", json={"room": "alice~call"}, headers=a).status_code for _ in range(3)] == [200, 200, 429]
+        assert c.post("/getToken", json={"room": "bob~call"}, headers=b).status_code == 200
 
 
 @pytest.fixture
@@ -405,7 +406,7 @@ def test_jwt_with_jwks_url(jwks_server) -> None:
     good = jwt.encode({"sub": "rsa-user", "aud": "gocare-app", "exp": now + 60}, key, algorithm="RS256",
                       headers={"kid": "k1"})
     with TestClient(create_app(settings)) as c:
-        r = c.post("/getToken", json={"room": "rsa-user-call"}, headers={"Authorization": f"Bearer {good}"})
+        r = c.post("/getToken", json={"room": "rsa-user~call"}, headers={"Authorization": f"Bearer {good}"})
         assert r.status_code == 200 and verify(r.json()["token"]).identity == "rsa-user"
         hs = app_token(aud="gocare-app")  # an HS256 token must not pass against a JWKS configuration
         assert c.post("/getToken", json={"room": "r"}, headers={"Authorization": f"Bearer {hs}"}).status_code == 401
@@ -463,5 +464,5 @@ def test_jwt_leeway_is_the_setting() -> None:
     for leeway, status in ((30, 200), (5, 401)):
         settings = make_settings(auth_mode="jwt", auth_jwt_secret=APP_SECRET, auth_leeway=leeway)
         with TestClient(create_app(settings)) as c:
-            r = c.post("/getToken", json={"room": "u-1-care"}, headers={"Authorization": f"Bearer {expired}"})
+            r = c.post("/getToken", json={"room": "u-1~care"}, headers={"Authorization": f"Bearer {expired}"})
         assert r.status_code == status, (leeway, r.text)

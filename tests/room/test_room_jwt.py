@@ -53,16 +53,20 @@ async def test_identity_and_room_are_bound_to_the_signed_in_user(
         assert (await http.post(jwt_token_service.url + "/api/token", json={})).status_code == 401
         other_identity = await post({"participant_identity": "user-77", "room_config": {}})
         assert other_identity.status_code == 403 and other_identity.json()["error"] == "identity_mismatch"
-        # a room is '<owner>-<suffix>', the suffix free of '-': user-42's call is not user's, nor user-4's
-        for strangers in ("user-77-care", "user-42", "user-4-2-care", "user-42-care-1"):
+        # a room is '<user id>~<label>' (rooms.py): user-42's call is not user's, nor user-4's, and a name that
+        # is only the id has no owner
+        for strangers in ("user-77~care", "user-42", "user-4~2-care", "user~42-care", "user-42-care"):
             other_room = await post({"room_name": strangers, "room_config": {}})
             assert other_room.status_code == 403 and other_room.json()["error"] == "room_not_allowed", strangers
         user = app_login("user", "Eve")
-        assert (await post({"room_name": "user-42-care", "room_config": {}}, bearer=user)).status_code == 403
+        for johns in ("user-42~care", "user-42"):
+            assert (await post({"room_name": johns, "room_config": {}}, bearer=user)).status_code == 403, johns
+        tilde = await post({"room_config": {}}, bearer=app_login("user~42", "Mallory"))
+        assert tilde.status_code == 403 and tilde.json()["error"] == "user_id_not_supported"
         own = await post({"room_config": {}})  # the service names the room
-        assert own.status_code == 201 and own.json()["room_name"].rpartition("-")[0] == "user-42"
+        assert own.status_code == 201 and own.json()["room_name"].partition("~")[0] == "user-42"
 
-    room = f"user-42-{room_name.replace('-', '_')}"
+    room = f"user-42~{room_name}"
     script_number_check(scripted, "91234 56789")
     app = await AppClient.join(jwt_token_service.url, body={"room_name": room, "room_config": {}}, bearer=login)
     try:

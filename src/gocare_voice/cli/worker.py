@@ -7,9 +7,11 @@ livekit-agents' help for it.
 
 What we add in front of it, because livekit-agents does not do it:
 - missing provider keys stop the worker before it starts, one line per setting;
-- ``start``/``dev``/``connect`` check that LiveKit is reachable and accepts the credentials
+- ``start``/``dev``/``connect`` check that the worker's ports are free (``GOCARE_WORKER_PORT``,
+  ``GOCARE_WORKER_METRICS_PORT``) and that LiveKit is reachable and accepts the credentials
   (``GOCARE_LIVEKIT_CONNECT_RETRIES``) and exit 1 with one line when it is not, instead of retrying for
-  minutes and exiting 0; a connection lost for good later also ends in exit 1.
+  minutes and exiting 0; a connection lost for good later also ends in exit 1;
+- ``console`` binds none of those ports (``build_server(console=True)``), so it runs beside a worker.
 
 Nothing heavy is imported at module level: ``gocare --help`` must not import livekit.agents.
 """
@@ -101,7 +103,8 @@ def _run_livekit_cli(
 
     from gocare_voice.worker.server import build_server
 
-    server = build_server(settings, console_text=console_text, console_metadata=console_metadata)
+    server = build_server(settings, console=command == "console", console_text=console_text,
+                          console_metadata=console_metadata)
     saved = sys.argv
     sys.argv = ["gocare worker", command, *args]
     code: Any = 0
@@ -128,9 +131,9 @@ def run_error_line(error: BaseException, settings: Settings) -> str:
     import errno
 
     if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
-        ports = f"GOCARE_WORKER_PORT={settings.worker_port}"
-        if settings.worker_metrics_port is not None:
-            ports += f", GOCARE_WORKER_METRICS_PORT={settings.worker_metrics_port}"
+        from gocare_voice.worker.preflight import port_settings
+
+        ports = ", ".join(f"{name}={port}" for name, port in port_settings(settings))
         return f"the worker could not listen: a port it serves is already in use ({ports}): {error}"
     return f"the worker stopped on an error: {type(error).__name__}: {error}"
 
@@ -151,8 +154,20 @@ def _run_server_command(ctx: typer.Context, command: str) -> None:
     settings = _settings(ctx, ctx.args)
     _metrics_dir(settings)
     _require_providers(settings, text_only=False)
+    _require_free_ports(settings)
     _preflight(settings)
     _run_livekit_cli(settings, command, list(ctx.args))
+
+
+def _require_free_ports(settings: Settings) -> None:
+    """A port the worker serves that is taken (another worker, a `gocare worker dev` left running): one line
+    naming the setting now, before the LiveKit check, instead of livekit-agents' traceback after it. A port
+    taken between this check and the bind still ends in one line (``run_error_line``)."""
+    from gocare_voice.worker.preflight import taken_worker_port
+
+    problem = taken_worker_port(settings)
+    if problem:
+        fail(problem)
 
 
 @worker_app.command("start", context_settings=_PASS_THROUGH, add_help_option=False)

@@ -43,6 +43,7 @@ from gocare_voice.token_service.validation import (
     check_attributes,
     check_metadata_object,
     check_name,
+    check_room,
     check_room_config,
 )
 
@@ -159,7 +160,7 @@ def create_app(settings: Settings) -> FastAPI:
         identity = _identity_for(caller, requested)
         # no room: the service picks one the caller owns (a blank one is still a mistake worth a 422)
         requested_room = body.get("room")
-        room = authorize_room(caller, check_name(requested_room, field="room") or "") if (
+        room = authorize_room(caller, check_room(requested_room, field="room") or "") if (
             requested_room is not None) else own_room_name(caller)
         name = _name_for(caller, check_name(body.get("name"), field="name", required=False))
         token = minter.mint(TokenRequest(
@@ -179,7 +180,7 @@ def create_app(settings: Settings) -> FastAPI:
         identity = _identity_for(
             caller, check_name(body.get("participant_identity"), field="participant_identity", required=False)
         )
-        requested_room = check_name(body.get("room_name"), field="room_name", required=False)
+        requested_room = check_room(body.get("room_name"), field="room_name", required=False)
         room = authorize_room(caller, requested_room) if requested_room else own_room_name(caller)
         name = _name_for(caller, check_name(body.get("participant_name"), field="participant_name", required=False))
         extra = check_metadata_object(body.get("participant_metadata"), field="participant_metadata")

@@ -14,7 +14,7 @@ from gocare_voice.token_service.minting import TokenMinter
 from gocare_voice.token_service import rooms
 from gocare_voice.token_service.metrics import ServiceMetrics
 from gocare_voice.token_service.rate_limit import Outcome, RateLimiter
-from gocare_voice.token_service.rooms import SEPARATOR, room_owner
+from gocare_voice.token_service.rooms import MAX_ROOM_BYTES, SEPARATOR
 
 
 @dataclass(slots=True)
@@ -66,22 +66,43 @@ async def require_caller(request: Request) -> Caller:
     return caller
 
 
+def _require_room_owner(subject: str) -> None:
+    if not rooms.can_own_rooms(subject):
+        raise ApiError(
+            403, "user_id_not_supported",
+            f"this service gives no rooms to user ids that contain '{SEPARATOR}' (it separates the user id "
+            "from the rest of a room name); the app's sign-in must issue user ids without it",
+        )
+
+
 def authorize_room(caller: Caller, room: str) -> str:
-    """With caller authentication on, a user may only join its own rooms (``rooms.room_owner``). Without
-    this any signed-in user could join (and listen to) another user's call by guessing its name."""
+    """With caller authentication on, a user may only join its own rooms (``rooms.may_use``, the one rule
+    for both token routes and the voice upload). Without this any signed-in user could join (and listen
+    to) another user's call by guessing its name."""
     subject = caller.subject
-    if subject is None or room_owner(room) == subject:
+    if subject is None:
+        return room
+    _require_room_owner(subject)
+    if rooms.may_use(subject, room):
         return room
     raise ApiError(
         403, "room_not_allowed",
-        f"you may only join your own rooms: '{subject}{SEPARATOR}<suffix>' with a suffix that contains no "
-        f"'{SEPARATOR}' (or send no room and the service picks one)",
+        f"you may only join your own rooms: '{subject}{SEPARATOR}<label>', your user id, '{SEPARATOR}', then "
+        "anything (or send no room and the service picks one)",
     )
 
 
 def own_room_name(caller: Caller) -> str:
-    """A fresh room when the caller did not name one."""
-    return rooms.own_room_name(caller.subject)
+    """A fresh room when the caller did not name one (``<sub>~<random>`` in jwt mode)."""
+    if caller.subject is not None:
+        _require_room_owner(caller.subject)
+    room = rooms.own_room_name(caller.subject)
+    if len(room.encode("utf-8", "surrogatepass")) > MAX_ROOM_BYTES:
+        raise ApiError(
+            422, "validation_error",
+            f"the user id (sub claim) is too long to name a room: a room name is at most {MAX_ROOM_BYTES} bytes",
+        )
+    return room
 
 
 async def read_json_body(request: Request, *, limit: int) -> object:

@@ -12,7 +12,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic.config import JsonDict
 
-from gocare_voice.token_service.validation import NAME_PATTERN, OPTIONAL_NAME_PATTERN, OPTIONAL_NAME_SCHEMA
+from gocare_voice.token_service.validation import (
+    MAX_ROOM_CHARS,
+    NAME_PATTERN,
+    OPTIONAL_NAME_PATTERN,
+    OPTIONAL_ROOM_SCHEMA,
+)
 
 
 _NAME: JsonDict = {"pattern": NAME_PATTERN}
@@ -23,9 +28,9 @@ _OPTIONAL: JsonDict = {"pattern": OPTIONAL_NAME_PATTERN}
 
 class LegacyTokenRequest(BaseModel):
     room: str | None = Field(
-        None, min_length=1, max_length=128, examples=["user-42-care"], json_schema_extra=_NAME,
-        description="Without it the service picks a fresh room. In jwt mode only '<sub>-<suffix>' with a "
-        "suffix free of '-' (403 room_not_allowed otherwise).",
+        None, min_length=1, max_length=MAX_ROOM_CHARS, examples=["user-42~care"], json_schema_extra=_NAME,
+        description="Without it the service picks a fresh room. In jwt mode only '<sub>~<label>', the "
+        "caller's user id, '~', then a non-empty label (403 room_not_allowed otherwise).",
     )
     identity: str | None = Field(None, max_length=128, examples=["user-42"], json_schema_extra=_OPTIONAL,
                                  description="Required when caller authentication is off; in jwt mode the "
@@ -41,7 +46,7 @@ class LegacyTokenResponse(BaseModel):
 
 
 class StandardTokenRequest(BaseModel):
-    room_name: str | None = Field(None, max_length=128, json_schema_extra=_OPTIONAL,
+    room_name: str | None = Field(None, max_length=MAX_ROOM_CHARS, json_schema_extra=_OPTIONAL,
                                   description="Without it the service picks a fresh room (see /getToken).")
     participant_identity: str | None = Field(None, max_length=128, json_schema_extra=_OPTIONAL)
     participant_name: str | None = Field(None, max_length=128, json_schema_extra=_OPTIONAL)
@@ -87,9 +92,9 @@ def upload_openapi(*, limit_bytes: int) -> dict[str, Any]:
     so FastAPI cannot see the multipart body or the ``room`` parameter."""
     return {
         "parameters": [{
-            "name": "room", "in": "query", "required": False, "schema": OPTIONAL_NAME_SCHEMA,
+            "name": "room", "in": "query", "required": False, "schema": OPTIONAL_ROOM_SCHEMA,
             "description": "The room whose agent should hear about the message; in jwt mode one of the caller's "
-            "own rooms ('<sub>-<suffix>').",
+            "own rooms ('<sub>~<label>').",
         }],
         "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
             "type": "object", "required": ["file"],

@@ -10,8 +10,12 @@ from typing import Any
 
 from gocare_voice.conversation.identity import IDENTITY_KEYS, MetadataJSONError, parse_metadata_json
 from gocare_voice.token_service.errors import ApiError
+from gocare_voice.token_service.rooms import MAX_ROOM_BYTES
 
 MAX_NAME_CHARS = 128
+MAX_ROOM_CHARS = MAX_ROOM_BYTES
+"""A room holds a user id (up to ``MAX_NAME_CHARS``), the separator and a label, so it may be longer than
+a name: up to LiveKit's limit (``MAX_ROOM_BYTES`` bytes, checked too)."""
 MAX_METADATA_BYTES = 4096
 MAX_ATTRIBUTES = 32
 
@@ -29,6 +33,7 @@ characters, surrogates, bidi overrides/isolates or line separators."""
 OPTIONAL_NAME_PATTERN = f"^[^{_CONTROL_CLASS}]*$"
 """For optional fields: blank means "not given" there, control characters are still refused."""
 OPTIONAL_NAME_SCHEMA: dict[str, Any] = {"type": "string", "maxLength": MAX_NAME_CHARS, "pattern": OPTIONAL_NAME_PATTERN}
+OPTIONAL_ROOM_SCHEMA: dict[str, Any] = {**OPTIONAL_NAME_SCHEMA, "maxLength": MAX_ROOM_CHARS}
 
 
 def _has_control(text: str) -> bool:
@@ -57,6 +62,15 @@ def check_name(value: Any, *, field: str, required: bool = True, max_chars: int 
     if _has_control(value):
         raise ApiError(422, "validation_error", f"'{field}' must not contain control characters")
     return value
+
+
+def check_room(value: Any, *, field: str, required: bool = True) -> str | None:
+    """A room name: ``check_name``'s rule with room for ``<user id>~<label>``, and at most LiveKit's
+    ``MAX_ROOM_BYTES`` bytes of UTF-8 (a longer one would be refused only when the app joins)."""
+    room = check_name(value, field=field, required=required, max_chars=MAX_ROOM_CHARS)
+    if room is not None and len(room.encode("utf-8", "surrogatepass")) > MAX_ROOM_BYTES:
+        raise ApiError(422, "validation_error", f"'{field}' is longer than {MAX_ROOM_BYTES} bytes (UTF-8)")
+    return room
 
 
 def _refuse_identity_keys(keys: Any, *, field: str) -> None:

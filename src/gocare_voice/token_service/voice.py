@@ -34,7 +34,7 @@ from gocare_voice.token_service.errors import ApiError
 from gocare_voice.token_service.metrics import NoMetrics, ServiceMetrics
 from gocare_voice.token_service.responses import json_response
 from gocare_voice.token_service.schemas import upload_openapi
-from gocare_voice.token_service.validation import check_name
+from gocare_voice.token_service.validation import check_room
 from gocare_voice.voice_upload import UploadResult, VoiceUploadPipeline
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ def build_voice_router(settings: Settings, metrics: ServiceMetrics | None = None
     async def voice_upload(request: Request, caller: Caller = Depends(require_caller)) -> Response:
         """Multipart field ``file`` (WebM/Opus, M4A/AAC, WAV, MP3 or OGG); optional query ``room``: the room
         whose agent should hear about the message."""
-        room = check_name(request.query_params.get("room"), field="room", required=False)
+        room = check_room(request.query_params.get("room"), field="room", required=False)
         if room is not None:
             room = authorize_room(caller, room)  # nobody tells another user's agent what was "said"
         started = time.perf_counter()

@@ -267,6 +267,11 @@ async def run_job(
             locked_out = state.verifications[-1:] == ["locked_out"]
             metrics.call_ended("locked_out" if locked_out else "user_left" if user_left else reason)
         ctx.shutdown(reason=f"agent session closed: {reason}")
+        if console and console_text:
+            # the room's agent leaves after its goodbye; the text console's prompt would stay, for nobody
+            from gocare_voice.worker.livekit_private import end_text_console
+
+            end_text_console()
 
     @session.on("error")
     def _on_error(ev: Any) -> None:

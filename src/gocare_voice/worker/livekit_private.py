@@ -9,6 +9,10 @@ pins each one and fails with a sentence naming what moved when an upgrade change
 - ``livekit.agents.utils.http_context._create_ssl_context``: builds (and caches per process) the TLS context
   of the job's shared aiohttp session; calling it in ``prewarm`` saves 100-250 ms of stalled audio at the
   start of every call.
+- ``livekit.agents.cli._legacy.prompt``, the function livekit-agents' text console (``console --text``) waits
+  for the next typed line in, and that console's SIGTERM handler, which ends it as Ctrl+C does: after the
+  session ended itself (three wrong numbers) the console must end too, but only once it has printed the
+  goodbye, which it does from its main thread after the turn, right before it offers the prompt again.
 
 (The worker's terminal connection failure, once read from ``AgentServer._connection_failed``, now comes
 from the public ``AgentServer.run()``, which raises it: ``worker/agent_server.py``.)
@@ -16,6 +20,10 @@ from the public ``AgentServer.run()``, which raises it: ``worker/agent_server.py
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,3 +39,39 @@ def preload_tls_context() -> None:
     from livekit.agents.utils import http_context
 
     http_context._create_ssl_context()  # noqa: SLF001 - no public way; pinned by tests/test_livekit_private.py
+
+
+def text_console_waits_for_input() -> bool:
+    """Is the main thread in livekit-agents' text-console prompt (everything of the last turn printed)?"""
+    from livekit.agents.cli import _legacy
+
+    prompt = _legacy.prompt.__code__  # a private module (no public way); pinned by tests/test_livekit_private.py
+    main = threading.main_thread().ident
+    frame = sys._current_frames().get(main) if main is not None else None  # noqa: SLF001 - documented CPython API
+    while frame is not None:
+        if frame.f_code is prompt:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def end_text_console(*, timeout: float = 10.0, poll: float = 0.05) -> threading.Thread:
+    """End ``console --text`` as Ctrl+C would, once its main thread is back at the prompt (so what the last
+    turn said, the goodbye, has been printed). Nothing happens when the prompt does not come back within
+    ``timeout`` seconds: the console is already ending (Ctrl+C closed the session). SIGTERM goes to the main
+    thread itself (``pthread_kill``): blocked in a read of the terminal, only a signal delivered to it
+    interrupts the read; one raised in another thread would wait for the next key press."""
+
+    def wait_then_end() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text_console_waits_for_input():
+                main = threading.main_thread().ident
+                if main is not None:
+                    signal.pthread_kill(main, signal.SIGTERM)
+                return
+            time.sleep(poll)
+
+    thread = threading.Thread(target=wait_then_end, name="gocare-console-end", daemon=True)
+    thread.start()
+    return thread

@@ -8,6 +8,8 @@ One server-API call (``ListRooms``, which needs a valid key and secret) tells "u
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -88,3 +90,31 @@ async def check_livekit(
         ok=False, kind="unreachable", attempts=total,
         problem=f"{last} after {total} attempt{'s' if total != 1 else ''}",
     )
+
+
+def port_settings(settings: Settings) -> list[tuple[str, int]]:
+    """The ports a worker (``start``/``dev``/``connect``) listens on, with the setting that names each;
+    0 (a free port picked at start) is left out."""
+    ports = [("GOCARE_WORKER_PORT", settings.worker_port)]
+    if settings.worker_metrics_port is not None:
+        ports.append(("GOCARE_WORKER_METRICS_PORT", settings.worker_metrics_port))
+    return [(name, port) for name, port in ports if port]
+
+
+def taken_worker_port(settings: Settings) -> str | None:
+    """One line when a port the worker would listen on is in use, else None. Bound the way livekit-agents'
+    aiohttp server binds it (all interfaces, ``SO_REUSEADDR``), so a port in TIME_WAIT is not "taken" and a
+    listening one is."""
+    for name, port in port_settings(settings):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE:
+                    return f"the worker cannot listen on port {port} ({name}): {error.strerror}"
+                return (
+                    f"port {port} is already in use ({name}): another worker or `gocare worker dev` may be "
+                    f"running; stop it or set {name} to a free port"
+                )
+    return None

@@ -16,11 +16,15 @@ if TYPE_CHECKING:
 
 
 def build_server(
-    settings: Settings, *, console_text: bool = False, console_metadata: str | None = None, **server_options: Any
+    settings: Settings, *, console: bool = False, console_text: bool = False, console_metadata: str | None = None,
+    **server_options: Any,
 ) -> GoCareAgentServer:
     """Factory, no environment reads: LiveKit URL and credentials come from ``settings``; the number of
     connection retries is ``GOCARE_LIVEKIT_CONNECT_RETRIES``; the HTTP port, warm job processes and load
     threshold are ``GOCARE_WORKER_*``, the metrics endpoint ``GOCARE_WORKER_METRICS_PORT``; extra keyword options go to ``AgentServer``.
+    ``console``: ``gocare worker console`` (``console_text`` implies it) serves nobody over HTTP, so its
+    health server gets a free loopback port (port 0) instead of ``GOCARE_WORKER_PORT`` and no metrics
+    endpoint: a console beside a running worker, or two consoles, must not collide on those ports;
     ``console_text``: ``console --text`` needs no STT/TTS, so the session is built without them;
     ``console_metadata``: the dispatch metadata console mode pretends to have (``--metadata``)."""
     from gocare_voice.providers import import_plugins
@@ -41,6 +45,11 @@ def build_server(
         "log_level": "WARN" if settings.log_level == "WARNING" else settings.log_level,
         "port": settings.worker_port,
     }
+    console = console or console_text
+    if console:
+        # livekit-agents' console runs the same AgentServer.run() as a worker, health server included
+        # (worker.py: HttpServer(host, port) unless a simulation); port 0 is its own dev default
+        options.update(host="127.0.0.1", port=0)
     if settings.worker_idle_processes is not None:
         options["num_idle_processes"] = settings.worker_idle_processes
     if settings.worker_load_threshold is not None:
@@ -49,7 +58,7 @@ def build_server(
         options["job_memory_limit_mb"] = settings.worker_job_memory_limit_mb
     if settings.worker_drain_timeout is not None:
         options["drain_timeout"] = settings.worker_drain_timeout
-    if settings.worker_metrics_port is not None:
+    if settings.worker_metrics_port is not None and not console:
         # livekit-agents' own Prometheus endpoint; it reads PROMETHEUS_MULTIPROC_DIR, where the job processes
         # write our counters too (worker/metrics.py)
         options["prometheus_port"] = settings.worker_metrics_port
@@ -57,7 +66,7 @@ def build_server(
     server = GoCareAgentServer(**options)
     entry = GoCareEntrypoint(settings=settings, console_text=console_text, console_metadata=console_metadata)
     server.rtc_session(entry, agent_name=settings.agent_name)
-    if not console_text:
+    if not console:
         from gocare_voice.worker.recovery import CrashRecovery
 
         CrashRecovery(settings=settings).attach(server)
