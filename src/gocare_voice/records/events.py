@@ -73,5 +73,5 @@ class CallEvents:
         for listener in self._listeners:
             try:
                 listener(event)
-            except Exception:  # noqa: BLE001 - a listener's bug must not cost the call
+            except Exception:
                 logger.exception("call event listener failed on %s", type(event).__name__)

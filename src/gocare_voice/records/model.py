@@ -182,3 +182,19 @@ class CallRecord:
 def _iso(value: datetime | None) -> str | None:
     value = aware(value)
     return None if value is None else value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+_RELATIVE = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(value: str, *, now: datetime | None = None) -> datetime:
+    """``--since`` / ``?since=``: an ISO date or date-time (UTC unless it says otherwise), or a span back from
+    now: ``30m``, ``12h``, ``7d``, ``2w``. ``ValueError`` with the accepted forms otherwise."""
+    text = value.strip()
+    if len(text) >= 2 and text[:-1].isdigit() and text[-1].lower() in _RELATIVE:
+        return (now or utcnow()) - timedelta(seconds=int(text[:-1]) * _RELATIVE[text[-1].lower()])
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a date (2026-12-01, 2026-12-01T08:00:00Z) or a span (12h, 7d)") from None
+    return aware(parsed) or parsed

@@ -8,6 +8,7 @@ simply "no calls".
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -116,6 +117,11 @@ class CallStore:
     @property
     def engine(self) -> Engine:
         return self._engine
+
+    @property
+    def available(self) -> bool:
+        """False for a reader that found no database or no tables (yet): it reads as no calls."""
+        return not self._missing
 
     def close(self) -> None:
         self._engine.dispose()
@@ -263,7 +269,7 @@ class CallStore:
                 yield _record(row, by_call[row.call_id]).effective()
             offset += batch
 
-    def recent_summaries(self, verified_user_id: str, *, limit: int = 3) -> list[tuple[datetime, str]]:
+    def recent_summaries(self, verified_user_id: str, *, limit: int = 3) -> builtins.list[tuple[datetime, str]]:
         """The summaries of a verified user's last calls, newest first (the next call's memory)."""
         if self._missing or limit <= 0:
             return []

@@ -187,7 +187,7 @@ async def _start_recording(ctx: Any, settings: Settings, state: Any, room_name: 
     async def _end(reason: str = "") -> None:
         try:
             await recording.end(reason, llm_factory=build_llm)
-        except Exception:  # noqa: BLE001 - logged with the room; shutdown goes on
+        except Exception:
             logger.exception("call record not ended (room=%s)", room_name)
 
     ctx.add_shutdown_callback(_end)

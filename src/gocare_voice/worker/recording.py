@@ -46,7 +46,7 @@ def store_for(proc_userdata: dict[str, Any], settings: Settings) -> CallStore:
     store = proc_userdata.get(STORE_KEY)
     if store is None:
         store = proc_userdata[STORE_KEY] = CallStore.from_settings(settings)
-    return store  # type: ignore[no-any-return]
+    return store
 
 
 def prepare_records(settings: Settings) -> str:
@@ -164,7 +164,6 @@ class CallRecording:
         """The session's own events: every message added to the conversation, every handoff."""
         from gocare_voice.conversation.agents import mode_of_agent
 
-        @session.on("conversation_item_added")
         def _on_item(ev: Any) -> None:
             item = getattr(ev, "item", None)
             kind = getattr(item, "type", None)
@@ -172,10 +171,12 @@ class CallRecording:
                 mode = mode_of_agent(getattr(item, "new_agent_id", None))
                 if mode is not None:
                     self.events.publish(ModeEntered(mode=mode))
-            elif kind == "message" and getattr(item, "role", None) in ("user", "assistant"):
+            elif kind == "message" and (role := getattr(item, "role", None)) in ("user", "assistant"):
                 text = getattr(item, "text_content", None)
                 if isinstance(text, str) and text.strip():
-                    self.events.publish(TurnAdded(role=item.role, text=text))
+                    self.events.publish(TurnAdded(role=str(role), text=text))
+
+        session.on("conversation_item_added", _on_item)
 
     def closed(self, *, close_reason: str | None, user_left: bool) -> None:
         self.events.publish(SessionClosed(close_reason=close_reason, user_left=user_left))
