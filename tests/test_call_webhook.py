@@ -5,60 +5,29 @@ one refuses for good; failures are logged without the body."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from gocare_voice.records.webhook import SIGNATURE_HEADER, WebhookSender, envelope, sign, verify
 from harness.processes import free_port
+from harness.webhook_receiver import HEADER, WebhookReceiver
+from harness.webhook_receiver import receiver_accepts as accepts
 
 SECRET = "webhook-secret-0123456789"
-TOLERANCE = 300
+assert HEADER == SIGNATURE_HEADER  # the receiver reads the header the sender writes
 
 
-def receiver_accepts(header: str, body: bytes, secret: str = SECRET) -> bool:
-    """A receiver's check written from the documentation: t=...,v1=..., HMAC-SHA256 over "t.body"."""
-    fields = dict(part.split("=", 1) for part in header.split(","))
-    timestamp = int(fields["t"])
-    if abs(time.time() - timestamp) > TOLERANCE:
-        return False
-    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, fields["v1"])
+def receiver_accepts(header: str, body: bytes) -> bool:
+    return accepts(header, body, secret=SECRET)
 
 
-class Receiver:
-    """A real HTTP server in a thread; answers ``status`` to every POST and keeps what it got."""
-
+class Receiver(WebhookReceiver):
     def __init__(self, port: int, *, status: int = 200) -> None:
-        self.received: list[tuple[str, bytes, bool]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                header = self.headers.get(SIGNATURE_HEADER, "")
-                ok = receiver_accepts(header, body)
-                receiver.received.append((header, body, ok))
-                self.send_response(status if ok else 401)
-                self.end_headers()
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(port, secret=SECRET, status=status)
 
 
 @pytest.fixture
@@ -75,7 +44,8 @@ async def test_a_signed_report_reaches_a_receiver_that_checks_it(port: int) -> N
         sender = WebhookSender(url=f"http://127.0.0.1:{port}/hook", secret=SECRET, retries=2, backoff=0.1)
         delivery = await sender.deliver(BODY, call_id="AJ_test")
         assert delivery.delivered and delivery.attempts == 1
-        header, body, ok = receiver.received[0]
+        got = receiver.received[0]
+        header, body, ok = got.header, got.body, got.signed
         assert ok and body == BODY and json.loads(body)["type"] == "call.ended"
         assert verify(header, body, secret=SECRET)
         assert not verify(header, body, secret="another-secret-entirely")
@@ -98,7 +68,7 @@ async def test_a_receiver_that_is_down_then_comes_back_gets_it(port: int, caplog
     try:
         assert delivery.delivered and delivery.attempts >= 2, delivery
         assert time.monotonic() - started < 5
-        assert len(holder[0].received) == 1 and holder[0].received[0][2]  # one signed delivery, accepted
+        assert len(holder[0].received) == 1 and holder[0].received[0].signed  # one signed delivery, accepted
         assert "ConnectError" in caplog.text and "knee" not in caplog.text
     finally:
         holder[0].stop()

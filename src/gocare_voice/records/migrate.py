@@ -9,6 +9,7 @@ folder is this package's ``migrations/`` and the connection is handed in. The ve
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ def _config(connection: Any) -> Any:
     return config
 
 
+@functools.cache
 def head() -> str:
-    """The newest revision the code knows."""
+    """The newest revision the code knows (read once per process)."""
     from alembic.script import ScriptDirectory
 
     from alembic.config import Config
