@@ -204,6 +204,19 @@ async def test_a_failed_verification_leaves_one_record_saying_so(records_worker,
     assert MISMATCH_REPLY not in json.dumps(call)  # one attempt only: straight to the goodbye
 
 
+def _has_turn(users_db: str, room: str, text: str, identity: str = "user-42") -> bool | None:
+    """Whether the stored record of ``room`` (read straight from the database) has a turn saying ``text``."""
+    from gocare_voice.records.store import CallQuery, CallStore
+
+    with CallStore(url=users_db, writable=False) as store:
+        for listed in store.list(CallQuery(identity=identity, limit=20)):
+            if listed.room == room:
+                record = store.get(listed.call_id)
+                if record is not None and any(t.text == text for t in record.turns):
+                    return True
+    return None
+
+
 def job_pid(worker: RunningWorker, room: str) -> int:
     found = re.findall(r'"message": "session started \(room=%s [^\n]*?"pid": (\d+)' % re.escape(room),
                        worker.process.log_text())
@@ -218,6 +231,8 @@ async def test_a_killed_job_leaves_its_record_crashed_and_the_next_job_links_to_
     script_summary(scripted, "John's call was cut off after verification.")
     app = await verified_john(records_service, room, scripted)
     try:
+        # the record grows as the call goes: the welcome is in the database before anything ends
+        await app.wait_for(lambda: _has_turn(users_db, room, WELCOME_BACK), timeout=20, what="the welcome stored")
         killed_at = time.monotonic()
         os.kill(job_pid(records_worker, room), signal.SIGKILL)
         await app.wait_agent_left(timeout=15)
