@@ -101,3 +101,19 @@ def test_stale_and_malformed_signatures_are_refused() -> None:
     for header in (None, "", "t=abc,v1=00", "v1=00", "t=1", "garbage"):
         assert not verify(header, BODY, secret=SECRET, now=now)
     assert receiver_accepts(sign(BODY, secret=SECRET), BODY)  # our signature, the documented check
+
+
+def test_the_documented_python_check_accepts_our_signatures_and_refuses_others() -> None:
+    """docs/call-records.md's receiver snippet, run as written."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "call-records.md").read_text()
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", doc, re.S) if "def verify_gocare_signature" in block)
+    namespace: dict[str, object] = {}
+    exec(compile(snippet, "call-records.md", "exec"), namespace)  # the documentation's own code, run as written
+    check = namespace["verify_gocare_signature"]
+    assert check(sign(BODY, secret=SECRET), BODY, SECRET)  # type: ignore[operator]
+    assert not check(sign(BODY, secret=SECRET), BODY + b"x", SECRET)  # type: ignore[operator]
+    assert not check(sign(BODY, secret=SECRET, timestamp=int(time.time()) - 3600), BODY, SECRET)  # type: ignore[operator]
+    assert not check(None, BODY, SECRET)  # type: ignore[operator]
