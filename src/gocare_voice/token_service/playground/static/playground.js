@@ -618,6 +618,7 @@ async function getJson(path, what) {
 
 async function loadCalls() {
   showError('');
+  $('call-detail').hidden = true;
   const query = callsQuery();
   setText('calls-status', 'loading…');
   const page = await getJson(`calls?limit=20${query ? `&${query}` : ''}`, 'The call list was');
