@@ -272,3 +272,58 @@ def test_summary_is_bounded_and_masked() -> None:
     when = utcnow()
     assert memory_text([(when, "Asked about knee surgery.")]) == f"- {when:%Y-%m-%d}: Asked about knee surgery."
     assert memory_text([]) is None
+
+
+def test_the_drain_shutdown_reason_is_livekits_own_words() -> None:
+    """``worker_drained`` is told apart by the reason livekit-agents gives a job its main process shuts down."""
+    import inspect
+
+    from livekit.agents.ipc import job_proc_lazy_main
+
+    from gocare_voice.worker.recording import DRAIN_SHUTDOWN
+
+    assert f'"{DRAIN_SHUTDOWN}"' in inspect.getsource(job_proc_lazy_main)
+
+
+def test_worker_start_sweeps_and_prunes(tmp_path) -> None:
+    from gocare_voice.settings import Settings
+    from gocare_voice.worker.recording import prepare_records
+
+    url = f"sqlite:///{tmp_path / 'users.db'}"
+    with CallStore(url=url) as store:
+        store.create(new_record("AJ_expired", started_at=utcnow() - timedelta(days=31)))
+        stale = utcnow() - STALE_AFTER - timedelta(minutes=1)
+        store.create(new_record("AJ_dead", started_at=stale, updated_at=stale))
+    line = prepare_records(Settings(database_url=url))
+    assert line == "call records: transcript, kept 30 days; 1 expired record(s) deleted, 1 left by crashed jobs marked"
+    with CallStore(url=url) as store:
+        dead = store.get("AJ_dead")
+        assert dead is not None and dead.status is CallStatus.crashed and store.get("AJ_expired") is None
+    assert prepare_records(Settings(database_url=url, call_records="off")).startswith("call records are off")
+
+
+async def test_observed_commands_publish_what_the_executor_ran() -> None:
+    from gocare_voice import protocol as proto
+    from gocare_voice.worker.recording import ObservedCommands
+
+    class Executor:
+        async def execute(self, command):
+            return {"ok": getattr(command, "name", None) not in ("end_turn", None)}
+
+        async def add_voice_upload(self, upload):
+            return {"ok": True}
+
+    events = CallEvents()
+    seen: list[object] = []
+    events.subscribe(seen.append)
+    observed = ObservedCommands(inner=Executor(), events=events)
+    switch = proto.parse_rpc("switch_agent", '{"agent": "attorney"}')
+    end = proto.parse_rpc("end_turn", "")
+    refused = proto.parse_rpc("switch_agent", "{not json")
+    assert isinstance(switch, proto.Command) and isinstance(end, proto.Command)
+    assert await observed.execute(switch) == {"ok": True}
+    await observed.execute(end)
+    await observed.execute(refused)  # malformed: answered, not a command received
+    await observed.add_voice_upload(proto.VoiceUpload(transcript="hello", reply="hi"))
+    assert seen == [CommandReceived(name="switch_agent", ok=True), CommandReceived(name="end_turn", ok=False),
+                    VoiceUploadReceived(transcript="hello", reply="hi", at=seen[-1].at)]  # type: ignore[attr-defined]

@@ -51,9 +51,8 @@ def apply_event(record: CallRecord, event: CallEvent) -> list[Turn]:
         if keep_text and event.role in ROLES and text:
             added.append(Turn(role=event.role, text=mask_text(text), at=event.at, source=event.source))
     elif isinstance(event, ModeEntered):
-        if not record.modes or record.modes[-1] != event.mode:
-            if event.mode not in record.modes:
-                record.modes.append(event.mode)
+        if event.mode not in record.modes:  # the modes used, in order of first use
+            record.modes.append(event.mode)
     elif isinstance(event, CommandReceived):
         record.commands[event.name] = record.commands.get(event.name, 0) + 1
     elif isinstance(event, VoiceUploadReceived):
