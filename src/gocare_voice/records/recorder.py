@@ -10,7 +10,7 @@ A heartbeat touches the record while the call is quiet, so readers can tell a li
 from __future__ import annotations
 
 import asyncio
-import copy
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -104,9 +104,16 @@ class CallRecorder:
         apply_event(self.record, event)
         self._dirty.set()
 
+    def _snapshot(self) -> CallRecord:
+        """The record as it is now, for the writer thread: its lists and counts copied (the event loop goes
+        on changing them), the turns shared (they are frozen and only ever appended)."""
+        record = self.record
+        return dataclasses.replace(record, modes=list(record.modes), commands=dict(record.commands),
+                                   verification=list(record.verification), turns=list(record.turns))
+
     async def start(self) -> None:
         self.record.updated_at = utcnow()
-        snapshot = copy.deepcopy(self.record)
+        snapshot = self._snapshot()
         await asyncio.to_thread(self.store.create, snapshot)
         self._saved_turns = len(snapshot.turns)
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="call-record-writer")
@@ -131,7 +138,7 @@ class CallRecorder:
         """Save what changed since the last save (the call row and the new turns)."""
         async with self._write_lock:
             self.record.updated_at = utcnow()
-            snapshot = copy.deepcopy(self.record)
+            snapshot = self._snapshot()
             new_turns = snapshot.turns[self._saved_turns:]
             try:
                 await asyncio.to_thread(self.store.save, snapshot, new_turns=new_turns, first_seq=self._saved_turns)
