@@ -52,7 +52,8 @@ def prewarm(proc: Any) -> None:
     import gocare_voice.conversation.agents
     import gocare_voice.conversation.directory
     import alembic.runtime.migration  # noqa: F401 - imported for its side effect, as above
-    import gocare_voice.records.store  # noqa: F401 - imported for its side effect, as above
+    import gocare_voice.records.store
+    import gocare_voice.worker.recording  # noqa: F401 - imported for its side effect, as above
     from gocare_voice.records import migrate
 
     migrate.head()  # Alembic's script folder, read once: ~150 ms on a job's first open of the call records
