@@ -51,9 +51,9 @@ def prewarm(proc: Any) -> None:
     # first job's event loop, where livekit-agents reports them as a blocked loop
     import gocare_voice.conversation.agents
     import gocare_voice.conversation.directory
-    import alembic.runtime.migration  # noqa: F401 - imported for its side effect, as above
     import gocare_voice.records.store
-    import gocare_voice.worker.recording  # noqa: F401 - imported for its side effect, as above
+    import gocare_voice.worker.recording  # noqa: F401 - imported for their side effect: loaded in prewarm, not in the first call
+    import alembic.runtime.migration  # noqa: F401 - the same: the call records' schema check at a job's start
     from gocare_voice.records import migrate
 
     migrate.head()  # Alembic's script folder, read once: ~150 ms on a job's first open of the call records
