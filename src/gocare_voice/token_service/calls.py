@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -101,15 +102,17 @@ class CallsReader:
     def __init__(self, *, settings: Settings) -> None:
         self.settings = settings
         self._store: Any = None
+        self._lock = threading.Lock()  # requests read from worker threads: one of them (re)opens it
 
     def store(self) -> Any:
         from gocare_voice.records.store import CallStore
 
-        if self._store is None or not self._store.available:
-            if self._store is not None:
-                self._store.close()
-            self._store = CallStore.from_settings(self.settings, writable=False)
-        return self._store
+        with self._lock:
+            if self._store is None or not self._store.available:
+                if self._store is not None:
+                    self._store.close()
+                self._store = CallStore.from_settings(self.settings, writable=False)
+            return self._store
 
     def close(self) -> None:
         if self._store is not None:
