@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 import logging
 import threading
 from typing import Annotated, Any
@@ -174,7 +176,13 @@ ViewerDep = Annotated[Viewer, Depends(_viewer)]
 
 def build_calls_router(settings: Settings) -> APIRouter:
     reader = CallsReader(settings=settings)
-    router = APIRouter(tags=["calls"])
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        yield
+        reader.close()
+
+    router = APIRouter(tags=["calls"], lifespan=lifespan)
 
     @router.get("/calls", summary="Call records, newest first (paginated)", response_model=CallPage,
                 responses=_ERRORS)
