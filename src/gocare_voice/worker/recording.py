@@ -11,6 +11,7 @@ through ``SessionState.on_verification``. The recorder listens to all of it.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -229,6 +230,8 @@ async def deliver_webhook(settings: Settings, store: CallStore, record: CallReco
     sender = WebhookSender.from_settings(settings)
     if sender is None:
         return None
+    # httpx imports rich and httpcore (~0.5 s, seen as a stalled event loop in the room tests): in a thread
+    await asyncio.to_thread(importlib.import_module, "httpx")
     record.webhook_status = "pending"
     delivery = await sender.deliver(envelope(record.to_dict()), call_id=record.call_id)
     status = "sent" if delivery.delivered else "failed"
