@@ -202,8 +202,37 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+def _concurrent_upgrades(url: str) -> None:
+    """Workers starting together against one fresh database (processes, as workers are: Alembic's
+    ``context`` is one per process): every one of them ends at the head revision."""
+    import subprocess
+    import sys
+
+    from gocare_voice.conversation.directory import make_engine
+
+    engine = make_engine(url)
+    try:
+        migrate.downgrade(engine, "base")
+    finally:
+        engine.dispose()
+    code = ("import sys; from gocare_voice.records import migrate; "
+            "from gocare_voice.conversation.directory import make_engine; "
+            "print(migrate.upgrade(make_engine(sys.argv[1])))")
+    workers = [subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(4)]
+    results = [(w.communicate(timeout=120), w.returncode) for w in workers]
+    assert [(out.strip(), rc) for (out, _err), rc in results] == [("0001", 0)] * 4, results
+
+
+def test_concurrent_upgrades_on_sqlite(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    CallStore(url=url).close()
+    _concurrent_upgrades(url)
+
+
 def test_migrations_and_store_on_postgresql(postgres_url: str) -> None:
     _migration_checks(postgres_url)
+    _concurrent_upgrades(postgres_url)
     with CallStore(url=postgres_url) as pg:
         record = new_record()
         record.turns.append(Turn(role="user", text="hello", at=utcnow()))

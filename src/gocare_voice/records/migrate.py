@@ -10,10 +10,12 @@ folder is this package's ``migrations/`` and the connection is handed in. The ve
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import SQLAlchemyError
 
 SCRIPT_LOCATION = str(Path(__file__).with_name("migrations"))
 VERSION_TABLE = "gocare_calls_alembic_version"
@@ -52,15 +54,43 @@ def current(engine: Engine) -> str | None:
         return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
+LOCK_KEY = 0x6763_6361_6C6C  # "gccall": PostgreSQL advisory lock of the call records' migrations
+
+
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
-    """Bring the database to ``revision`` (idempotent; a no-op when it is there). Returns the revision."""
+    """Bring the database to ``revision`` (idempotent; a no-op when it is there). Returns the revision.
+
+    Several workers may start at once against one database: on PostgreSQL the migration holds an advisory
+    lock for its transaction, so the others wait and then find the schema done; elsewhere (SQLite) a
+    migration that failed because another process did it first is not a failure."""
     from alembic import command
 
     if revision == "head" and current(engine) == head():
         return head()  # the common case, without Alembic's script loading
-    with engine.begin() as connection:
-        command.upgrade(_config(connection), revision)
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+                command.upgrade(_config(connection), revision)
+            break
+        except SQLAlchemyError:
+            if revision == "head" and _at_head(engine):
+                break  # another process migrated it meanwhile
+            if attempt == ATTEMPTS:
+                raise
+            time.sleep(0.2 * attempt)  # SQLite: another process held the write lock past the busy timeout
     return current(engine)
+
+
+ATTEMPTS = 3
+
+
+def _at_head(engine: Engine) -> bool:
+    try:
+        return current(engine) == head()
+    except SQLAlchemyError:
+        return False
 
 
 def downgrade(engine: Engine, revision: str) -> str | None:
