@@ -170,7 +170,7 @@ def _migration_checks(url: str) -> None:
     try:
         migrate.downgrade(engine, "base") if migrate.current(engine) else None
         assert migrate.current(engine) is None
-        assert migrate.upgrade(engine) == migrate.head() == "0001"
+        assert migrate.upgrade(engine) == migrate.head() == migrate.HEAD  # the constant is Alembic's head
         assert migrate.upgrade(engine) == "0001"  # idempotent
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"version_table": migrate.VERSION_TABLE})
@@ -356,3 +356,16 @@ async def test_observed_commands_publish_what_the_executor_ran() -> None:
     await observed.add_voice_upload(proto.VoiceUpload(transcript="hello", reply="hi"))
     assert seen == [CommandReceived(name="switch_agent", ok=True), CommandReceived(name="end_turn", ok=False),
                     VoiceUploadReceived(transcript="hello", reply="hi", at=seen[-1].at)]  # type: ignore[attr-defined]
+
+
+def test_a_process_that_finds_the_schema_current_never_imports_alembic(tmp_path) -> None:
+    """A job process opens the store at every call start: on a migrated database that costs no Alembic import."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    CallStore(url=url).close()
+    code = ("import sys; from gocare_voice.records.store import CallStore; CallStore(url=sys.argv[1]).close(); "
+            "print('alembic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -19,6 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 SCRIPT_LOCATION = str(Path(__file__).with_name("migrations"))
 VERSION_TABLE = "gocare_calls_alembic_version"
+HEAD = "0001"
+"""The newest revision in ``migrations/versions`` (a test checks it is Alembic's head): a database already
+there needs no Alembic import, which costs a job process ~0.3 s."""
 
 
 def _config(connection: Any) -> Any:
@@ -45,13 +48,13 @@ def head() -> str:
 
 
 def current(engine: Engine) -> str | None:
-    """The revision the database is at (None: never migrated)."""
+    """The revision the database is at (None: never migrated). Plain SQL on Alembic's version table, so a
+    process that finds the schema up to date (a job, the token service) never imports Alembic."""
     if not inspect(engine).has_table(VERSION_TABLE):
         return None
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as connection:
-        return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+        versions = list(connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+    return versions[0] if len(versions) == 1 else None
 
 
 LOCK_KEY = 0x6763_6361_6C6C  # "gccall": PostgreSQL advisory lock of the call records' migrations
@@ -65,8 +68,8 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     migration that failed because another process did it first is not a failure."""
     from alembic import command
 
-    if revision == "head" and current(engine) == head():
-        return head()  # the common case, without Alembic's script loading
+    if revision == "head" and current(engine) == HEAD:
+        return HEAD  # the common case, without Alembic at all
     for attempt in range(1, ATTEMPTS + 1):
         try:
             with engine.begin() as connection:

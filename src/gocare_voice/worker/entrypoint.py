@@ -53,10 +53,6 @@ def prewarm(proc: Any) -> None:
     import gocare_voice.conversation.directory
     import gocare_voice.records.store
     import gocare_voice.worker.recording  # noqa: F401 - imported for their side effect: loaded in prewarm, not in the first call
-    import alembic.runtime.migration  # noqa: F401 - the same: the call records' schema check at a job's start
-    from gocare_voice.records import migrate
-
-    migrate.head()  # Alembic's script folder, read once: ~150 ms on a job's first open of the call records
 
     try:
         # the openai SDK imports its chat resources lazily on the first request: a ~150 ms stall of the
