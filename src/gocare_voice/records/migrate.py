@@ -66,10 +66,10 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     Several workers may start at once against one database: on PostgreSQL the migration holds an advisory
     lock for its transaction, so the others wait and then find the schema done; elsewhere (SQLite) a
     migration that failed because another process did it first is not a failure."""
-    from alembic import command
-
     if revision == "head" and current(engine) == HEAD:
         return HEAD  # the common case, without Alembic at all
+    from alembic import command
+
     for attempt in range(1, ATTEMPTS + 1):
         try:
             with engine.begin() as connection:
@@ -91,7 +91,7 @@ ATTEMPTS = 3
 
 def _at_head(engine: Engine) -> bool:
     try:
-        return current(engine) == head()
+        return current(engine) == HEAD
     except SQLAlchemyError:
         return False
 
