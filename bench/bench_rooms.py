@@ -163,6 +163,9 @@ async def main() -> int:
     parser.add_argument("--tts-latency", type=float, default=0.1, help="seconds before the scripted TTS answers")
     parser.add_argument("--idle-processes", default="4")
     parser.add_argument("--only", choices=("ours", "bare"), default=None)
+    parser.add_argument("--records-ab", action="store_true",
+                        help="also run ours with GOCARE_CALL_RECORDS=off beside ours with records (transcript): "
+                             "what writing call records costs a turn and a session")
     args = parser.parse_args()
     levels = [int(n) for n in args.sessions.split(",")]
 
@@ -214,6 +217,17 @@ async def main() -> int:
         ours_service = start_token_service(name="token-service", livekit=server, logs=logs, providers=providers,
                                            extra={"GOCARE_RATE_LIMIT": "off"})
         cleanup.callback(ours_service.process.stop)
+        unrecorded = unrecorded_service = None
+        if args.records_ab:
+            # the same worker with no call records; ours above keeps the development default (transcript)
+            quiet = {**extra, "GOCARE_CALL_RECORDS": "off", "GOCARE_AGENT_NAME": "multi-assistant-norecords"}
+            unrecorded = start_worker(name="worker-norecords", livekit=server, providers=providers, users_db=db,
+                                      logs=logs, extra=quiet)
+            cleanup.callback(unrecorded.process.stop)
+            unrecorded_service = start_token_service(
+                name="token-service-norecords", livekit=server, logs=logs, providers=providers,
+                extra={"GOCARE_AGENT_NAME": "multi-assistant-norecords", "GOCARE_RATE_LIMIT": "off"})
+            cleanup.callback(unrecorded_service.process.stop)
         bare_env = _clean_env({"LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
                                "LIVEKIT_API_SECRET": server.api_secret, **providers.env(), **extra,
                                "GOCARE_WORKER_LOAD_THRESHOLD": "inf", "BARE_AGENT_PORT": str(free_port())})
@@ -227,10 +241,12 @@ async def main() -> int:
         await asyncio.sleep(5)  # warm processes ready
         for n in levels:
             order = [("ours", ours_service.url, ours.process.pid), ("bare", bare_service.url, bare.pid)]
+            if unrecorded is not None and unrecorded_service is not None:
+                order.insert(1, ("ours-norecords", unrecorded_service.url, unrecorded.process.pid))
             if n % 2:  # alternate who goes first, so neither always gets the fresher machine
                 order.reverse()
             if args.only:
-                order = [o for o in order if o[0] == args.only]
+                order = [o for o in order if o[0].startswith(args.only)]
             failed = False
             for label, url, pgid in order:
                 row = await run_level(n, label=label, service_url=url, worker_pgid=pgid, prefix=f"b{int(time.time())}")
@@ -250,7 +266,8 @@ async def main() -> int:
 
 def print_report(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
     print(f"\n`python bench/bench_rooms.py --sessions {args.sessions} --llm-latency {args.llm_latency} "
-          f"--tts-latency {args.tts_latency} --idle-processes {args.idle_processes}` on {platform.node()}, "
+          f"--tts-latency {args.tts_latency} --idle-processes {args.idle_processes}"
+          f"{' --records-ab' if args.records_ab else ''}` on {platform.node()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}\n")
     print("| worker | N | failed | question turn p50 / p95 s | number turn p50 / p95 s | all turns max s | cold start p50 s | token p50 ms | CPU cores | PSS MiB | PSS/session | USS/session |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -23,8 +23,30 @@ SECRET = "a-schemathesis-secret-of-32-bytes!!"
 EXAMPLES = 40
 """Per operation and mode: enough to walk the schema's shapes, bounded for CI on two cores."""
 
-open_app = create_app(Settings(rate_limit="off"))
-jwt_app = create_app(Settings(rate_limit="off", auth_mode="jwt", auth_jwt_secret=SECRET))
+def _seeded_records() -> str:
+    """A call-record database with calls of user-42 (the bearer's sub) and of someone else, so GET /calls
+    answers real records for schemathesis to check against the schema."""
+    import tempfile
+    from datetime import timedelta
+
+    from gocare_voice.records.model import CallRecord, CallStatus, EndReason, Turn, utcnow
+    from gocare_voice.records.store import CallStore
+
+    url = f"sqlite:///{tempfile.mkdtemp(prefix='gocare-schemathesis-')}/calls.db"
+    with CallStore(url=url) as store:
+        for call_id, identity in (("AJ_schema42", "user-42"), ("AJ_schema77", "user-77")):
+            record = CallRecord(call_id=call_id, room=f"{identity}-care", participant_identity=identity,
+                                user_id=identity, verified_user_id=identity, status=CallStatus.ended,
+                                started_at=utcnow() - timedelta(minutes=3), ended_at=utcnow(),
+                                end_reason=EndReason.user_left, modes=["assistant"], updated_at=utcnow())
+            record.turns = [Turn(role="user", text="hello", at=utcnow())]
+            store.create(record)
+    return url
+
+
+RECORDS_URL = _seeded_records()
+open_app = create_app(Settings(rate_limit="off", database_url=RECORDS_URL))
+jwt_app = create_app(Settings(rate_limit="off", auth_mode="jwt", auth_jwt_secret=SECRET, database_url=RECORDS_URL))
 open_schema = schemathesis.openapi.from_asgi("/openapi.json", open_app)
 jwt_schema = schemathesis.openapi.from_asgi("/openapi.json", jwt_app)
 
@@ -77,6 +99,13 @@ def test_the_schema_says_what_the_service_enforces() -> None:
     legacy = open_app.openapi()["components"]["schemas"]["LegacyTokenRequest"]
     assert legacy["required"] == ["identity"] and "pattern" in legacy["properties"]["identity"]
     assert "required" not in jwt_app.openapi()["components"]["schemas"]["LegacyTokenRequest"]
+
+
+def test_the_calls_routes_are_in_the_schema() -> None:
+    paths = jwt_app.openapi()["paths"]
+    assert set(paths["/calls"]["get"]["responses"]) >= {"200", "401", "403", "422"}
+    assert "404" in paths["/calls/{call_id}"]["get"]["responses"]
+    assert {p["name"] for p in paths["/calls"]["get"]["parameters"]} == {"identity", "user", "since", "limit", "offset"}
 
 
 @pytest.fixture(autouse=True, scope="module")

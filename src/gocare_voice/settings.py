@@ -71,6 +71,14 @@ class LogFormat(str, Enum):
     json = "json"
 
 
+class CallRecordsMode(str, Enum):
+    """``GOCARE_CALL_RECORDS``: what each call leaves behind (records/model.py ``RecordLevel``)."""
+
+    off = "off"
+    metadata = "metadata"
+    transcript = "transcript"
+
+
 class TTSProvider(str, Enum):
     openai = "openai"
     deepgram = "deepgram"
@@ -359,6 +367,23 @@ class Settings(BaseSettings):
         "sqlite:///gocare-users.db", validation_alias="GOCARE_DATABASE_URL"
     )
 
+    # --- call records (docs/call-records.md) ------------------------------------------------------
+    call_records: CallRecordsMode | None = Field(None, validation_alias="GOCARE_CALL_RECORDS")
+    """Unset: ``transcript`` in development, ``metadata`` in production (what was said is kept only when
+    an operator chose to: ``GOCARE_CALL_RECORDS=transcript``)."""
+    call_retention_days: int = Field(30, ge=0, le=3650, validation_alias="GOCARE_CALL_RETENTION_DAYS")
+    """Records older than this are deleted by ``gocare calls prune`` and at every worker start (0: kept)."""
+    call_webhook_url: str | None = Field(None, validation_alias="GOCARE_CALL_WEBHOOK_URL")
+    call_webhook_secret: SecretStr | None = Field(None, validation_alias="GOCARE_CALL_WEBHOOK_SECRET")
+    call_webhook_retries: int = Field(4, ge=0, le=10, validation_alias="GOCARE_CALL_WEBHOOK_RETRIES")
+    call_webhook_timeout: float = Field(5.0, gt=0, le=60, validation_alias="GOCARE_CALL_WEBHOOK_TIMEOUT")
+    call_memory: bool = Field(True, validation_alias="GOCARE_CALL_MEMORY")
+    """A verified user's next call knows the summaries of their last calls (needs transcript records)."""
+    call_memory_calls: int = Field(3, ge=1, le=10, validation_alias="GOCARE_CALL_MEMORY_CALLS")
+    call_summary_timeout: float = Field(6.0, gt=0, le=60, validation_alias="GOCARE_CALL_SUMMARY_TIMEOUT")
+    operator_token: SecretStr | None = Field(None, validation_alias="GOCARE_OPERATOR_TOKEN")
+    """Bearer credential of the operator on ``GET /calls`` (every user's calls); unset: no operator access."""
+
     # --- voice upload -----------------------------------------------------------------------------
     upload_max_bytes: int = Field(
         25 * 1024 * 1024, ge=1024, validation_alias="GOCARE_UPLOAD_MAX_BYTES"
@@ -470,7 +495,8 @@ class Settings(BaseSettings):
         "llm_base_url", "deepgram_base_url", "tts_base_url", "auth_jwks_url", "auth_audience", "auth_issuer",
         "azure_speech_region", "azure_speech_endpoint", "livekit_client_url", "worker_idle_processes",
         "worker_load_threshold", "worker_drain_timeout", "worker_metrics_port", "metrics_port", "playground_sdk_url",
-        "playground_sdk_sri", mode="before",
+        "playground_sdk_sri", "call_records", "call_webhook_url", "call_webhook_secret", "operator_token",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
@@ -527,9 +553,29 @@ class Settings(BaseSettings):
                 f"GOCARE_WORKER_METRICS_PORT: {self.worker_metrics_port} is also GOCARE_WORKER_PORT (the worker's "
                 "health server); use another port"
             )
+        problems.extend(self._call_record_problems())
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _call_record_problems(self) -> list[str]:
+        problems: list[str] = []
+        production = self.env is Environment.production
+        url = self.call_webhook_url
+        secret = self.call_webhook_secret.get_secret_value() if self.call_webhook_secret else None
+        if url is not None:
+            if not re.fullmatch(r"https?://[^\s/?#@]+(?:/[^\s#]*)?", url):
+                problems.append("GOCARE_CALL_WEBHOOK_URL: must be an http:// or https:// URL without user info")
+            elif production and not url.lower().startswith("https://"):
+                problems.append("GOCARE_CALL_WEBHOOK_URL: must be an https:// URL when GOCARE_ENV=production")
+            if secret is None:
+                problems.append("GOCARE_CALL_WEBHOOK_SECRET: required with GOCARE_CALL_WEBHOOK_URL (the webhook is signed)")
+        if secret is not None and len(secret.encode()) < (32 if production else 16):
+            problems.append(f"GOCARE_CALL_WEBHOOK_SECRET: at least {32 if production else 16} bytes")
+        token = self.operator_token.get_secret_value() if self.operator_token else None
+        if token is not None and len(token.encode()) < (32 if production else 16):
+            problems.append(f"GOCARE_OPERATOR_TOKEN: at least {32 if production else 16} bytes")
+        return problems
 
     def _jwt_problems(self) -> list[str]:
         secret = self.auth_jwt_secret.get_secret_value() if self.auth_jwt_secret else None
@@ -574,6 +620,13 @@ class Settings(BaseSettings):
         """What apps and browsers are told to connect to (token responses): GOCARE_LIVEKIT_CLIENT_URL,
         else LIVEKIT_URL."""
         return self.livekit_client_url or self.livekit_url
+
+    @property
+    def records_level(self) -> CallRecordsMode:
+        """``GOCARE_CALL_RECORDS``, or its default for the environment."""
+        if self.call_records is not None:
+            return self.call_records
+        return CallRecordsMode.metadata if self.env is Environment.production else CallRecordsMode.transcript
 
     @property
     def playground_enabled(self) -> bool:

@@ -170,6 +170,9 @@ def start_worker(*, name: str, livekit: LiveKitServer, providers: Providers, use
         # a hanging LLM is apologised for after 4 s x 2 attempts instead of livekit's 10 s x 4
         "GOCARE_LLM_TIMEOUT": "4",
         "GOCARE_LLM_RETRIES": "1",
+        # the summary a verified call asks the LLM for at its end would land in the next test's script
+        # (tests/room/test_room_call_records.py runs a worker of its own with memory on)
+        "GOCARE_CALL_MEMORY": "off",
         **(extra or {}),
     })
     worker = ManagedProcess(name, [*_gocare(), "worker", "start"], log_path=logs / f"{name}.log", env=env,

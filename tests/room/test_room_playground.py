@@ -26,6 +26,7 @@ from conftest import JWT_SECRET, Providers, TokenService, start_token_service
 from harness.processes import free_port
 from harness.browser import (
     PlaygroundPage,
+    expect,
     SdkServer,
     browser_required,
     chromium_args,
@@ -65,12 +66,14 @@ def playground_sdk() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def playground_service(livekit, providers: Providers, room_logs: Path, playground_sdk: str) -> Iterator[TokenService]:
-    """``gocare token-server`` (no caller authentication) serving the page; the pinned hash is checked."""
+def playground_service(livekit, providers: Providers, room_logs: Path, playground_sdk: str,
+                       users_db: str) -> Iterator[TokenService]:
+    """``gocare token-server`` (no caller authentication) serving the page; the pinned hash is checked; it
+    reads the call records the session's worker writes (the same database)."""
     service = start_token_service(
         name="token-service-playground", livekit=livekit, logs=room_logs, providers=providers,
         extra={"GOCARE_PLAYGROUND": "on", "GOCARE_PLAYGROUND_SDK_URL": playground_sdk,
-               "GOCARE_PLAYGROUND_SDK_SRI": load_pin().integrity},
+               "GOCARE_PLAYGROUND_SDK_SRI": load_pin().integrity, "GOCARE_DATABASE_URL": users_db},
     )
     yield service
     service.process.stop()
@@ -316,3 +319,25 @@ async def test_playground_unreachable_livekit_is_said_in_words(unreachable_livek
     assert "Is the LiveKit server running and reachable from this browser?" in shown
     await page.expect_text("#connection-state", "^disconnected$")
     assert not await page.page.is_disabled("#join")
+
+
+async def test_playground_shows_the_call_list_and_a_records_transcript(
+    worker, playground_service, scripted, room_name, open_page
+):
+    page = await open_page(playground_service.url + "/playground", says=NUMBER_SPOKEN)
+    await join_and_verify(page, scripted, room_name)
+    # the record is written as the call goes: this call is listed (in progress) with what was said so far
+    await page.page.click("#calls-load")
+    await page.expect_text("#calls-status", r"\d+ of \d+ call\(s\)")
+    call = page.page.locator("#calls-list button", has_text=room_name)
+    await expect(call).to_have_count(1, timeout=10_000)
+    assert "verified" in await call.inner_text()
+    await call.click()
+    turns = await page.expect_text("#call-turns", re.escape(WELCOME_BACK), timeout=10)
+    assert "assistant: " + GREETING_JOHN in turns and "user: ********10" in turns
+    assert NUMBER_WRITTEN not in turns and "9876543210" not in turns
+    # another identity sees none of John's calls
+    await page.page.click("#leave")
+    await page.page.fill("#identity", "user-nobody")
+    await page.page.click("#calls-load")
+    await page.expect_text("#calls-status", r"^0 of 0 call\(s\)")

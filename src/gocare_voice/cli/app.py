@@ -26,6 +26,7 @@ from gocare_voice.cli.common import (
     new_app,
     print_error,
 )
+from gocare_voice.cli.calls import calls_app
 from gocare_voice.cli.users import users_app
 from gocare_voice.cli.worker import worker_app
 
@@ -387,6 +388,7 @@ def check(
 # sub-apps live in their own modules; each imports its heavy parts inside its commands
 app.add_typer(worker_app, name="worker")
 app.add_typer(users_app, name="users")
+app.add_typer(calls_app, name="calls")
 
 
 def main() -> None:

@@ -160,7 +160,11 @@ def remove(
     user_id: str = typer.Argument(..., help="The user id to remove."),
     database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
 ) -> None:
-    """Remove one user."""
+    """Remove one user, and their call records (transcripts, summaries)."""
+    from gocare_voice.records.store import CallStore
+
     with _directory(ctx, database_url, reading=True) as directory:
         record = directory.remove(user_id)
-    typer.echo(f"removed {record.user_id} ({record.masked_phone})")
+        with CallStore(url=directory.url_for_display, engine=directory.engine, writable=False) as calls:
+            removed_calls = calls.delete_user(user_id)
+    typer.echo(f"removed {record.user_id} ({record.masked_phone}) and {removed_calls} call record(s)")

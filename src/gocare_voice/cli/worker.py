@@ -156,6 +156,7 @@ def _run_server_command(ctx: typer.Context, command: str) -> None:
     _require_providers(settings, text_only=False)
     _require_free_ports(settings)
     _preflight(settings)
+    _prepare_call_records(settings)
     _run_livekit_cli(settings, command, list(ctx.args))
 
 
@@ -168,6 +169,24 @@ def _require_free_ports(settings: Settings) -> None:
     problem = taken_worker_port(settings)
     if problem:
         fail(problem)
+
+
+def _prepare_call_records(settings: Settings) -> None:
+    """Migrate the call records' schema, mark crashed jobs' records, enforce GOCARE_CALL_RETENTION_DAYS:
+    once, before any job runs. A database that refuses is one line and exit 1, like a refused port."""
+    import logging
+
+    from gocare_voice.conversation.directory import DirectoryError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gocare_voice.worker.recording import prepare_records
+
+    try:
+        line = prepare_records(settings)
+    except (DirectoryError, SQLAlchemyError) as error:
+        reason = getattr(error, "orig", None) or error
+        fail(f"the call records could not be prepared: {reason}")
+    logging.getLogger("gocare.worker").info("%s", line)
 
 
 @worker_app.command("start", context_settings=_PASS_THROUGH, add_help_option=False)

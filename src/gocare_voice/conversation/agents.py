@@ -301,7 +301,7 @@ class _VerifiedAgent(_GoCareAgent):
         announce: bool = True,
     ) -> None:
         super().__init__(
-            instructions=type(self).instructions_for(first_name=state.first_name),
+            instructions=prompts.with_memory(type(self).instructions_for(first_name=state.first_name), state.memory),
             state=state, settings=settings, directory=directory, chat_ctx=chat_ctx, **self.agent_options,
         )
         self._announce = announce
@@ -349,6 +349,17 @@ _MODE_AGENTS: dict[Mode, type[_VerifiedAgent]] = {
 }
 if set(_MODE_AGENTS) != set(MODES):  # the protocol's mode table and the agents must name the same modes
     raise ImportError(f"agent classes for {sorted(_MODE_AGENTS)} but protocol.MODES is {sorted(MODES)}")
+
+
+def mode_of_agent(agent_id: str | None) -> Mode | None:
+    """The app mode an agent id belongs to (``main_agent`` -> ``assistant``), None for the number check and
+    the welcome. livekit-agents names an agent after its class unless told otherwise."""
+    from livekit.agents.utils.misc import camel_to_snake_case
+
+    for mode, cls in _MODE_AGENTS.items():
+        if agent_id == camel_to_snake_case(cls.__name__):
+            return mode
+    return None
 
 
 def carried_context(agent: Agent) -> ChatContext:

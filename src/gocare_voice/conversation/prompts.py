@@ -54,6 +54,19 @@ def assistant_instructions(*, first_name: str | None) -> str:
     )
 
 
+MEMORY_HEADER = (
+    "What you know from this caller's earlier calls (short summaries, newest first). Use it when it helps "
+    "and when the caller asks what you talked about; do not recite it unprompted:"
+)
+
+
+def with_memory(instructions: str, memory: str | None) -> str:
+    """A verified caller's memory (records/summary.py ``memory_text``) after the mode's instructions."""
+    if not memory:
+        return instructions
+    return f"{instructions}\n\n{MEMORY_HEADER}\n{memory}"
+
+
 def attorney_instructions(*, first_name: str | None) -> str:
     return (
         "You are GoCare's legal information assistant in a continuous conversation. Listen carefully, "

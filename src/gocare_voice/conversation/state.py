@@ -47,7 +47,9 @@ class SessionState:
     handoffs: list[str] = field(default_factory=list)
     verifications: list[VerificationOutcome] = field(default_factory=list)
     on_verification: Callable[[VerificationOutcome], None] | None = None
-    """Told of every outcome as it happens (the worker counts them: worker/metrics.py)."""
+    """Told of every outcome as it happens (the worker counts them: worker/metrics.py, and records them)."""
+    memory: str | None = None
+    """Summaries of the verified caller's last calls (records/summary.py), for the assistant's instructions."""
 
     @classmethod
     def from_identity(cls, identity: Identity | None, **extra: Any) -> SessionState:

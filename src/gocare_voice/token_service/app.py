@@ -231,6 +231,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(build_voice_router(settings, metrics))
 
+    from gocare_voice.token_service.calls import build_calls_router
+
+    app.include_router(build_calls_router(settings))
+
     from gocare_voice.token_service.playground import build_playground_router
 
     playground = build_playground_router(settings)

@@ -47,6 +47,11 @@ async def _charge(svc: Services, key: str, *, kind: str) -> None:
     )
 
 
+async def charge_rate_limit(svc: Services, key: str, *, kind: str) -> None:
+    """Charge ``key`` to the rate limit outside ``require_caller`` (the operator's credential on GET /calls)."""
+    await _charge(svc, key, kind=kind)
+
+
 async def require_caller(request: Request) -> Caller:
     """The caller, charged to its own rate limit. A failed authentication of any kind is charged to the
     client's IP, so guessing tokens costs the same as asking for them."""

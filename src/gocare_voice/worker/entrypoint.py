@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
 from gocare_voice.settings import Settings
@@ -49,7 +50,9 @@ def prewarm(proc: Any) -> None:
     # our own heavy imports (SQLAlchemy, phonenumbers' metadata, the agents), here rather than inside the
     # first job's event loop, where livekit-agents reports them as a blocked loop
     import gocare_voice.conversation.agents
-    import gocare_voice.conversation.directory  # noqa: F401 - imported for its side effect: loaded in prewarm, not in the first call
+    import gocare_voice.conversation.directory
+    import gocare_voice.records.store
+    import gocare_voice.worker.recording  # noqa: F401 - imported for their side effect: loaded in prewarm, not in the first call
 
     try:
         # the openai SDK imports its chat resources lazily on the first request: a ~150 ms stall of the
@@ -157,6 +160,42 @@ def show_in_console(text: str) -> None:
         console.print(Text(f"    {line}"))
 
 
+async def _start_recording(ctx: Any, settings: Settings, state: Any, room_name: str | None,
+                           identity: str | None) -> Any:
+    """The call record of this job (None when GOCARE_CALL_RECORDS=off, or when the database refuses: the
+    call goes on without a record, and the log says why). Its end runs as a shutdown callback, after the
+    agent left the room: the summary and the webhook never hold up the call's teardown."""
+    from gocare_voice.records.model import RecordLevel
+
+    if settings.records_level is RecordLevel.off:
+        return None
+    from gocare_voice.worker.recording import CallRecording, store_for
+
+    job_id = getattr(getattr(ctx, "job", None), "id", None)
+    call_id = job_id if isinstance(job_id, str) and job_id else f"call-{uuid.uuid4().hex[:16]}"
+    try:
+        store = await asyncio.to_thread(store_for, ctx.proc.userdata, settings)
+        recording = await CallRecording.start(settings=settings, store=store, state=state, call_id=call_id,
+                                              room=room_name, identity=identity)
+    except Exception as error:  # noqa: BLE001 - a call without its record beats no call
+        logger.error("call record not started (room=%s): %s: %s", room_name, type(error).__name__, str(error)[:200])
+        return None
+
+    def build_llm() -> Any:
+        from gocare_voice import providers
+
+        return providers.build_llm(settings)
+
+    async def _end(reason: str = "") -> None:
+        try:
+            await recording.end(reason, llm_factory=build_llm)
+        except Exception:
+            logger.exception("call record not ended (room=%s)", room_name)
+
+    ctx.add_shutdown_callback(_end)
+    return recording
+
+
 class GoCareEntrypoint:
     """``async (JobContext) -> None`` carrying the settings into the job process (picklable)."""
 
@@ -233,6 +272,9 @@ async def run_job(
     import_plugins(settings)  # registered on this thread (a no-op when build_server already did it)
     parts = await asyncio.to_thread(session_providers, settings, text_only=console and console_text)
     session = build_session(settings, vad=_vad_for(ctx), state=state, parts=parts)
+    recording = None if console else await _start_recording(ctx, settings, state, room_name, handlers.user_identity)
+    if recording is not None:
+        recording.attach(session)
 
     def _switch(mode: str) -> Any:
         before = session.current_agent
@@ -266,6 +308,8 @@ async def run_job(
         if started:
             locked_out = state.verifications[-1:] == ["locked_out"]
             metrics.call_ended("locked_out" if locked_out else "user_left" if user_left else reason)
+        if recording is not None:
+            recording.closed(close_reason=reason, user_left=user_left)
         ctx.shutdown(reason=f"agent session closed: {reason}")
         if console and console_text:
             # the room's agent leaves after its goodbye; the text console's prompt would stay, for nobody
@@ -338,11 +382,12 @@ async def run_job(
         session.shutdown(drain=False)
 
     # commands are answered ``not_ready`` until here: the session methods they call need a running session
+    executor = CommandExecutor(
+        session=session, state=state, switch_mode=_switch,
+        log_extra={"room": room_name, "participant": handlers.user_identity},
+    )
     handlers.bind_session(
-        executor=CommandExecutor(
-            session=session, state=state, switch_mode=_switch,
-            log_extra={"room": room_name, "participant": handlers.user_identity},
-        ),
+        executor=recording.observe(executor) if recording is not None else executor,
         greet=_greet, refresh=_refresh,
         end_call=_end_call if settings.reconnect_grace > 0 else None,
         reconnect_grace=settings.reconnect_grace if settings.reconnect_grace > 0 else None,

@@ -58,6 +58,8 @@ class LostJob:
     agent_identity: str
     agent_name: str
     metadata: str
+    job_id: str = ""
+    """Also the call record's id (records/): the main process ends that record, which its job cannot."""
 
 
 def lost_job(proc: Any) -> LostJob | None:
@@ -77,7 +79,7 @@ def lost_job(proc: Any) -> LostJob | None:
         return None
     return LostJob(
         room=job.job.room.name, agent_identity=job.accept_arguments.identity,
-        agent_name=job.job.agent_name, metadata=job.job.metadata,
+        agent_name=job.job.agent_name, metadata=job.job.metadata, job_id=job.job.id,
     )
 
 
@@ -88,6 +90,12 @@ class CrashRecovery:
         self.settings = settings
         self.budget = RedispatchBudget(limit=settings.worker_redispatch_limit)
         self._tasks: set[asyncio.Task[str]] = set()
+
+    @property
+    def _records_on(self) -> bool:
+        from gocare_voice.records.model import RecordLevel
+
+        return self.settings.records_level is not RecordLevel.off
 
     def attach(self, server: Any) -> None:
         # livekit-agents has no public event for job ends: one private hook, pinned by a test
@@ -109,7 +117,37 @@ class CrashRecovery:
         task.add_done_callback(self._tasks.discard)
 
     async def recover(self, lost: LostJob) -> str:
-        """Returns what was done: ``redispatched`` | ``told`` | ``empty`` | ``failed``."""
+        """Returns what was done: ``redispatched`` | ``told`` | ``empty`` | ``failed``; the lost job's call
+        record ends ``job_crashed`` (``agent_unavailable`` when the user was told), before any re-dispatch
+        so the next job finds it crashed and links its own record to it."""
+        outcome = await self._recover(lost)
+        if lost.job_id:
+            from gocare_voice.records.model import EndReason
+            from gocare_voice.worker.recording import mark_lost_job
+
+            reason = EndReason.agent_unavailable if outcome == "told" else EndReason.job_crashed
+            try:
+                await mark_lost_job(self.settings, lost.job_id, reason=reason)
+            except Exception as error:  # noqa: BLE001 - readers report it crashed anyway (stale heartbeat)
+                logger.error("call record of the lost job not ended (room=%s): %s", lost.room, type(error).__name__)
+        return outcome
+
+    async def _before_dispatch(self, lost: LostJob) -> None:
+        if not lost.job_id:
+            return
+        from gocare_voice.records.model import EndReason
+        from gocare_voice.records.store import CallStore
+
+        def mark() -> None:
+            with CallStore.from_settings(self.settings) as store:
+                store.mark_crashed(lost.job_id, reason=EndReason.job_crashed)
+
+        try:
+            await asyncio.to_thread(mark)
+        except Exception as error:  # noqa: BLE001 - recovery goes on; the record is reported crashed anyway
+            logger.error("call record of the lost job not marked (room=%s): %s", lost.room, type(error).__name__)
+
+    async def _recover(self, lost: LostJob) -> str:
         from livekit import api
 
         settings = self.settings
@@ -126,6 +164,8 @@ class CrashRecovery:
                 logger.info("nobody left in room %s; not dispatched again", lost.room)
                 return "empty"
             if self.settings.worker_redispatch_limit and self.budget.take(lost.room, time.monotonic()):
+                if self._records_on:
+                    await self._before_dispatch(lost)
                 await lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
                     agent_name=lost.agent_name, room=lost.room, metadata=lost.metadata))
                 logger.warning("agent dispatched again into room %s after its job process died", lost.room)

@@ -13,7 +13,7 @@ from .errors import (
     UserNotFound,
 )
 from .models import RegisteredUser
-from .service import DEFAULT_DATABASE_URL, ImportResult, UserDirectory, UserRecord
+from .service import DEFAULT_DATABASE_URL, ImportResult, UserDirectory, UserRecord, make_engine
 
 __all__ = [
     "DatabaseMissing",
@@ -29,4 +29,5 @@ __all__ = [
     "UserDirectory",
     "UserNotFound",
     "UserRecord",
+    "make_engine",
 ]

@@ -102,6 +102,59 @@ def _shown_url(url: str) -> str:
     return f"'{scheme[:30]}://...' ({len(url)} characters)"
 
 
+def make_engine(url: str, *, echo: bool = False, create: bool = True) -> Engine:
+    """The engine for the directory database (also the call records': ``records.store``): a malformed URL
+    or a missing driver is a ``DirectoryError`` that does not repeat the URL's password; SQLite gets WAL and
+    a busy timeout; ``create=False`` never creates a file or a folder."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        # not the URL itself: a malformed one still carries its password
+        raise DirectoryError(
+            f"not a database URL: {_shown_url(url)} (e.g. sqlite:///gocare-users.db)"
+        ) from None
+    if parsed.get_backend_name() != "sqlite":
+        if parsed.drivername in ("postgresql", "postgres"):
+            # a plain postgresql:// URL means psycopg2 to SQLAlchemy; we ship psycopg 3 (extra "postgres")
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        try:
+            return create_engine(parsed, echo=echo, pool_pre_ping=True, future=True, hide_parameters=True)
+        except (ModuleNotFoundError, NoSuchModuleError) as error:
+            raise DirectoryError(
+                f"the database driver for {parsed.drivername} is not available ({error}); "
+                "for PostgreSQL install gocare-voice[postgres] (psycopg)"
+            ) from None
+    database = parsed.database or ""
+    in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+    if not in_memory:
+        path = Path(database).expanduser()
+        if not create and not path.parent.is_dir():
+            # a reading command must not grow a folder tree and an empty directory out of a typo
+            raise DirectoryError(f"the folder {path.parent.resolve()} does not exist (database {url})")
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.exists():
+            raise DatabaseMissing(f"no user directory at {path.resolve()} yet ('gocare users add' or 'import' creates it)")
+    engine = create_engine(
+        parsed,
+        echo=echo,
+        hide_parameters=True,  # parameters are phone numbers: keep them out of error texts and echo logs
+        connect_args={"check_same_thread": False},
+        # an in-memory database exists once per connection: share that one connection
+        poolclass=StaticPool if in_memory else None,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 5000")  # the CLI may write while the worker reads
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    return engine
+
+
 class UserDirectory:
     """Registered users on SQLAlchemy.
 
@@ -134,53 +187,7 @@ class UserDirectory:
 
     @staticmethod
     def _make_engine(url: str, *, echo: bool, create: bool = True) -> Engine:
-        try:
-            parsed = make_url(url)
-        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
-            # not the URL itself: a malformed one still carries its password
-            raise DirectoryError(
-                f"not a database URL: {_shown_url(url)} (e.g. sqlite:///gocare-users.db)"
-            ) from None
-        if parsed.get_backend_name() != "sqlite":
-            if parsed.drivername in ("postgresql", "postgres"):
-                # a plain postgresql:// URL means psycopg2 to SQLAlchemy; we ship psycopg 3 (extra "postgres")
-                parsed = parsed.set(drivername="postgresql+psycopg")
-            try:
-                return create_engine(parsed, echo=echo, pool_pre_ping=True, future=True, hide_parameters=True)
-            except (ModuleNotFoundError, NoSuchModuleError) as error:
-                raise DirectoryError(
-                    f"the database driver for {parsed.drivername} is not available ({error}); "
-                    "for PostgreSQL install gocare-voice[postgres] (psycopg)"
-                ) from None
-        database = parsed.database or ""
-        in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
-        if not in_memory:
-            path = Path(database).expanduser()
-            if not create and not path.parent.is_dir():
-                # a reading command must not grow a folder tree and an empty directory out of a typo
-                raise DirectoryError(f"the folder {path.parent.resolve()} does not exist (database {url})")
-            if create:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            elif not path.exists():
-                raise DatabaseMissing(f"no user directory at {path.resolve()} yet ('gocare users add' or 'import' creates it)")
-        engine = create_engine(
-            parsed,
-            echo=echo,
-            hide_parameters=True,  # parameters are phone numbers: keep them out of error texts and echo logs
-            connect_args={"check_same_thread": False},
-            # an in-memory database exists once per connection: share that one connection
-            poolclass=StaticPool if in_memory else None,
-        )
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA busy_timeout = 5000")  # the CLI may write while the worker reads
-            if not in_memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.close()
-
-        return engine
+        return make_engine(url, echo=echo, create=create)
 
     @property
     def engine(self) -> Engine:

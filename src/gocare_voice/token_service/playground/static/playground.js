@@ -584,6 +584,87 @@ function playReply(base64, format) {
   audio.play().catch(() => { /* autoplay refused: the controls are there */ });
 }
 
+// --- call records: GET /calls for the identity in the form ---------------------------------------------
+function callsHeaders() {
+  const bearer = config.authMode === 'jwt' ? $('bearer').value.trim() : '';
+  return bearer ? { Authorization: `Bearer ${bearer}` } : {};
+}
+
+function callsQuery() {
+  // none mode names the identity; in jwt mode the service answers the bearer's own calls
+  const identity = $('identity').value.trim();
+  return config.authMode !== 'jwt' && identity ? `identity=${encodeURIComponent(identity)}` : '';
+}
+
+async function getJson(path, what) {
+  logProtocol('out', 'HTTP', `GET /${path}`, '');
+  let response;
+  try {
+    response = await fetch(path, { headers: callsHeaders() });
+  } catch (error) {
+    showError(`${what} could not be fetched: ${error.message}`);
+    return null;
+  }
+  if (!response.ok) {
+    const text = await refusal(response, what);
+    logProtocol('in', 'HTTP', `${response.status} /${path.split('?')[0]}`, text);
+    showError(text);
+    return null;
+  }
+  const body = await response.json();
+  logProtocol('in', 'HTTP', `${response.status} /${path.split('?')[0]}`, body);
+  return body;
+}
+
+async function loadCalls() {
+  showError('');
+  $('call-detail').hidden = true;
+  const query = callsQuery();
+  setText('calls-status', 'loading…');
+  const page = await getJson(`calls?limit=20${query ? `&${query}` : ''}`, 'The call list was');
+  if (!page) {
+    setText('calls-status', '');
+    return;
+  }
+  setText('calls-status', `${page.calls.length} of ${page.total} call(s)`);
+  const list = $('calls-list');
+  list.replaceChildren();
+  for (const call of page.calls) {
+    const item = document.createElement('li');
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'call';
+    button.dataset.callId = call.call_id;
+    const when = call.started_at ? new Date(call.started_at).toLocaleString() : '';
+    const seconds = call.duration_seconds == null ? '' : ` · ${Math.round(call.duration_seconds)} s`;
+    button.textContent = `${when}${seconds} · ${call.end_reason || call.status} · ` +
+      `${call.verified ? 'verified' : 'not verified'} · ${call.room || ''}`;
+    button.addEventListener('click', () => showCall(call.call_id));
+    item.append(button);
+    list.append(item);
+  }
+}
+
+async function showCall(callId) {
+  showError('');
+  const query = callsQuery();
+  const call = await getJson(`calls/${encodeURIComponent(callId)}${query ? `?${query}` : ''}`, 'The call record was');
+  if (!call) return;
+  setText('call-detail-title', `Call ${call.call_id}`);
+  setText('call-detail-facts', `${call.end_reason || call.status} · modes: ${call.modes.join(', ') || 'none'} · ` +
+    `uploads: ${call.voice_uploads}${call.summary ? ` · summary: ${call.summary}` : ''}`);
+  const turns = $('call-turns');
+  turns.replaceChildren();
+  for (const turn of call.turns) {
+    const item = document.createElement('li');
+    item.className = turn.role === 'user' ? 'user' : 'agent';
+    item.textContent = `${turn.role}${turn.source === 'upload' ? ' (upload)' : ''}: ${turn.text}`;
+    turns.append(item);
+  }
+  if (!call.turns.length) turns.append(Object.assign(document.createElement('li'), { textContent: '(no transcript)' }));
+  $('call-detail').hidden = false;
+}
+
 // --- start ----------------------------------------------------------------------------------------------
 function start() {
   setText('livekit-url', config.livekitUrl);
@@ -609,6 +690,7 @@ function start() {
   $('chat-form').addEventListener('submit', sendChat);
   $('record').addEventListener('click', toggleRecording);
   $('protocol-clear').addEventListener('click', () => $('protocol').replaceChildren());
+  $('calls-load').addEventListener('click', loadCalls);
   wirePushToTalk();
   if (!LK) {
     showError(`The LiveKit browser SDK did not load from ${config.sdkUrl}. Offline, or its integrity hash ` +

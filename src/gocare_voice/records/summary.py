@@ -1,0 +1,75 @@
+"""Memory across calls: a short summary of a verified call, made by the configured LLM at its end, and the
+text the next call's assistant gets from the last few of them. Pure apart from ``summarize``'s LLM call."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from .model import CallRecord, mask_text
+
+logger = logging.getLogger("gocare.records")
+
+MAX_SUMMARY_CHARS = 600
+MAX_TRANSCRIPT_CHARS = 12_000
+"""What of a long call goes to the summariser: its end (the newest turns), bounded."""
+
+SUMMARY_INSTRUCTIONS = (
+    "You write the memory of a phone assistant. Summarise the call below in at most three short sentences "
+    "(under 80 words): what the caller asked about and what was answered or promised. Plain text, no "
+    "greeting, no phone numbers, no other personal data beyond the topics."
+)
+
+
+def transcript_text(record: CallRecord) -> str:
+    lines = [f"{'Caller' if t.role == 'user' else 'Assistant'}: {t.text}" for t in record.turns]
+    text = "\n".join(lines)
+    return text[-MAX_TRANSCRIPT_CHARS:]
+
+
+def bounded(summary: str) -> str | None:
+    """One paragraph, masked like every stored text, at most ``MAX_SUMMARY_CHARS``."""
+    text = " ".join(summary.split())
+    if not text:
+        return None
+    text = mask_text(text)
+    if len(text) > MAX_SUMMARY_CHARS:
+        cut = text[:MAX_SUMMARY_CHARS]
+        text = (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(",;:") + "\u2026"
+    return text
+
+
+def worth_summarising(record: CallRecord) -> bool:
+    """Only a verified call with something the caller said (the memory is kept for the verified user)."""
+    return record.verified and any(t.role == "user" for t in record.turns)
+
+
+def memory_text(summaries: Sequence[tuple[datetime, str]]) -> str | None:
+    """What the assistant's instructions get: the last calls' summaries, newest first, dated."""
+    if not summaries:
+        return None
+    lines = [f"- {when.strftime('%Y-%m-%d')}: {text}" for when, text in summaries]
+    return "\n".join(lines)
+
+
+async def summarize(llm: Any, record: CallRecord, *, timeout: float) -> str | None:
+    """Ask ``llm`` (a livekit-agents ``llm.LLM``) for the summary; None when it fails or says nothing."""
+    from livekit.agents import APIConnectOptions
+    from livekit.agents.llm import ChatContext
+
+    chat = ChatContext()
+    chat.add_message(role="system", content=SUMMARY_INSTRUCTIONS)
+    chat.add_message(role="user", content=transcript_text(record))
+    parts: list[str] = []
+    stream = llm.chat(chat_ctx=chat, conn_options=APIConnectOptions(max_retry=0, timeout=timeout))
+    async with stream:
+        async for chunk in stream:
+            delta = getattr(chunk, "delta", None)
+            content = getattr(delta, "content", None)
+            if content:
+                parts.append(content)
+                if sum(len(p) for p in parts) > 4 * MAX_SUMMARY_CHARS:
+                    break
+    return bounded("".join(parts))

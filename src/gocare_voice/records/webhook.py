@@ -1,0 +1,123 @@
+"""The end-of-call webhook: the record as JSON, signed the way payment and code-hosting webhooks are.
+
+``GoCare-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" with GOCARE_CALL_WEBHOOK_SECRET>``.
+The timestamp is inside what is signed, so a receiver that rejects old timestamps (``verify``'s
+``tolerance``) cannot be fed a captured request again later. Delivery retries with exponential backoff on
+a connection error, a timeout, a 429 or a 5xx; a 4xx other than 429 is the receiver's final word. Failures
+are logged with the call id and the reason, never the body (it holds the transcript).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger("gocare.records.webhook")
+
+SIGNATURE_HEADER = "GoCare-Signature"
+EVENT_TYPE = "call.ended"
+DEFAULT_TOLERANCE = 300
+"""Seconds a receiver should accept a timestamp for (either side of its own clock)."""
+
+
+def signature(body: bytes, *, secret: str, timestamp: int) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return mac.hexdigest()
+
+
+def sign(body: bytes, *, secret: str, timestamp: int | None = None) -> str:
+    """The header value for ``body``: ``t=...,v1=...``."""
+    when = int(time.time()) if timestamp is None else timestamp
+    return f"t={when},v1={signature(body, secret=secret, timestamp=when)}"
+
+
+def verify(header: str | None, body: bytes, *, secret: str, tolerance: int = DEFAULT_TOLERANCE,
+           now: float | None = None) -> bool:
+    """What a receiver does (the Python snippet of docs/call-records.md is this): parse the header, refuse
+    a timestamp outside ``tolerance``, compare the signature in constant time."""
+    if not header:
+        return False
+    parts: dict[str, list[str]] = {}
+    for item in header.split(","):
+        key, sep, value = item.strip().partition("=")
+        if sep:
+            parts.setdefault(key, []).append(value)
+    try:
+        timestamp = int(parts.get("t", [""])[0])
+    except ValueError:
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        return False
+    expected = signature(body, secret=secret, timestamp=timestamp)
+    return any(hmac.compare_digest(expected, given) for given in parts.get("v1", []))
+
+
+def envelope(record: Mapping[str, Any], *, sent_at: float | None = None) -> bytes:
+    """The body: ``{"type": "call.ended", "sent_at": ..., "call": <the record>}`` (compact JSON)."""
+    import orjson
+
+    return orjson.dumps({"type": EVENT_TYPE, "sent_at": int(time.time() if sent_at is None else sent_at),
+                         "call": dict(record)})
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    delivered: bool
+    attempts: int
+    last_error: str | None = None
+
+
+class WebhookSender:
+    """POSTs bodies to one URL. ``retries`` further attempts after the first, waiting ``backoff`` x 2^n
+    (capped at ``max_wait``) between them; each attempt bounded by ``timeout``."""
+
+    def __init__(self, *, url: str, secret: str, retries: int = 4, timeout: float = 5.0, backoff: float = 0.5,
+                 max_wait: float = 8.0) -> None:
+        self.url = url
+        self._secret = secret
+        self.retries = retries
+        self.timeout = timeout
+        self.backoff = backoff
+        self.max_wait = max_wait
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> WebhookSender | None:
+        if not settings.call_webhook_url or settings.call_webhook_secret is None:
+            return None
+        return cls(url=settings.call_webhook_url, secret=settings.call_webhook_secret.get_secret_value(),
+                   retries=settings.call_webhook_retries, timeout=settings.call_webhook_timeout)
+
+    async def deliver(self, body: bytes, *, call_id: str) -> Delivery:
+        import httpx
+
+        last_error: str | None = None
+        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+            for attempt in range(1, self.retries + 2):
+                # signed per attempt: a late retry carries a fresh timestamp, not one the receiver finds stale
+                headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, secret=self._secret),
+                           "User-Agent": "gocare-voice-webhook"}
+                try:
+                    response = await client.post(self.url, content=body, headers=headers)
+                except httpx.HTTPError as error:
+                    last_error = type(error).__name__
+                else:
+                    if response.status_code < 300:
+                        logger.info("call webhook delivered (call=%s attempt=%d status=%d)", call_id, attempt,
+                                    response.status_code)
+                        return Delivery(True, attempt)
+                    last_error = f"HTTP {response.status_code}"
+                    if 400 <= response.status_code < 500 and response.status_code != 429:
+                        break
+                if attempt <= self.retries:
+                    wait = min(self.max_wait, self.backoff * 2 ** (attempt - 1))
+                    logger.info("call webhook attempt %d failed (call=%s: %s); retrying in %.1fs", attempt,
+                                call_id, last_error, wait)
+                    await asyncio.sleep(wait)
+        logger.error("call webhook not delivered (call=%s, %d attempt(s), last: %s)", call_id, attempt, last_error)
+        return Delivery(False, attempt, last_error)

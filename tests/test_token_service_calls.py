@@ -1,0 +1,110 @@
+"""GET /calls and GET /calls/{id} on the token service: the caller's own calls in jwt mode, every call only
+with the operator token, the named identity's in development's open mode; paginated."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+
+from gocare_voice.records.model import CallRecord, CallStatus, EndReason, Turn, utcnow
+from gocare_voice.records.store import CallStore
+from gocare_voice.settings import Settings, SettingsError, load_settings
+from gocare_voice.token_service.app import create_app
+
+SECRET = "calls-test-jwt-secret-0123456789abcdef"
+OPERATOR = "operator-token-0123456789abcdef"
+
+
+def bearer(sub: str) -> dict[str, str]:
+    token = jwt.encode({"sub": sub, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def add_call(url: str, call_id: str, identity: str, *, minutes_ago: int = 1) -> None:
+    with CallStore(url=url) as store:
+        record = CallRecord(call_id=call_id, room=f"{identity}-care", participant_identity=identity, user_id=identity,
+                            verified_user_id=identity, status=CallStatus.ended,
+                            started_at=utcnow() - timedelta(minutes=minutes_ago), ended_at=utcnow(),
+                            end_reason=EndReason.user_left, updated_at=utcnow())
+        record.turns = [Turn(role="user", text=f"hello from {identity}", at=utcnow())]
+        store.create(record)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'users.db'}"
+
+
+def test_jwt_mode_the_caller_sees_only_their_own(url: str) -> None:
+    client = TestClient(create_app(Settings(rate_limit="off", auth_mode="jwt", auth_jwt_secret=SECRET,
+                                            database_url=url, operator_token=OPERATOR)))
+    assert client.get("/calls", headers=bearer("user-42")).json()["calls"] == []  # no database yet: no calls
+    for i in range(3):
+        add_call(url, f"AJ_john{i}", "user-42", minutes_ago=10 - i)
+    add_call(url, "AJ_asha", "user-77")
+    assert client.get("/calls").status_code == 401
+    page = client.get("/calls", headers=bearer("user-42"), params={"limit": 2})
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+    body = page.json()
+    assert [c["call_id"] for c in body["calls"]] == ["AJ_john2", "AJ_john1"]
+    assert body["total"] == 3 and body["next_offset"] == 2 and "turns" not in body["calls"][0]
+    last = client.get("/calls", headers=bearer("user-42"), params={"limit": 2, "offset": 2}).json()
+    assert [c["call_id"] for c in last["calls"]] == ["AJ_john0"] and last["next_offset"] is None
+    # another user's call is not found, whatever the caller names
+    assert client.get("/calls/AJ_asha", headers=bearer("user-42")).status_code == 404
+    assert client.get("/calls", headers=bearer("user-42"), params={"identity": "user-77"}).json()["total"] == 3
+    refused = client.get("/calls", headers=bearer("user-42"), params={"user": "user-77"})
+    assert refused.status_code == 403 and refused.json()["error"] == "operator_only"
+    detail = client.get("/calls/AJ_john0", headers=bearer("user-42")).json()
+    assert detail["turns"][0]["text"] == "hello from user-42" and detail["end_reason"] == "user_left"
+    # the operator sees everyone, and can narrow it to one user
+    operator = {"Authorization": f"Bearer {OPERATOR}"}
+    assert client.get("/calls", headers=operator).json()["total"] == 4
+    assert [c["call_id"] for c in client.get("/calls", headers=operator, params={"user": "user-77"}).json()["calls"]] == ["AJ_asha"]
+    assert client.get("/calls/AJ_asha", headers=operator).status_code == 200
+    assert client.get("/calls", headers={"Authorization": "Bearer " + OPERATOR[:-1] + "x"}).status_code == 401
+    since = client.get("/calls", headers=operator, params={"since": "5m"}).json()
+    assert [c["call_id"] for c in since["calls"]] == ["AJ_asha"]
+    assert client.get("/calls", headers=operator, params={"since": "soon"}).status_code == 422
+    assert client.get("/calls", headers=operator, params={"limit": 0}).status_code == 422
+
+
+def test_open_mode_reads_the_named_identity_and_no_operator_without_the_setting(url: str) -> None:
+    add_call(url, "AJ_john", "user-42")
+    client = TestClient(create_app(Settings(rate_limit="off", database_url=url)))
+    refused = client.get("/calls")
+    assert refused.status_code == 403 and refused.json()["error"] == "identity_required"
+    assert [c["call_id"] for c in client.get("/calls", params={"identity": "user-42"}).json()["calls"]] == ["AJ_john"]
+    assert client.get("/calls/AJ_john", params={"identity": "user-77"}).status_code == 404
+    assert client.get("/calls/AJ_john", params={"identity": "user-42"}).status_code == 200
+    assert client.get("/calls", headers={"Authorization": f"Bearer {OPERATOR}"}).status_code == 403  # no operator set
+
+
+def test_operator_and_webhook_secrets_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SettingsError) as short:
+        load_settings(env_file=None, operator_token="short")
+    assert "GOCARE_OPERATOR_TOKEN: at least 16 bytes" in short.value.problems
+    with pytest.raises(SettingsError) as unsigned:
+        load_settings(env_file=None, call_webhook_url="https://example.invalid/hook")
+    assert any(p.startswith("GOCARE_CALL_WEBHOOK_SECRET: required") for p in unsigned.value.problems)
+    with pytest.raises(SettingsError) as plain:
+        load_settings(env_file=None, env="production", livekit_api_key="k", livekit_api_secret="s" * 32,
+                      livekit_url="wss://lk.example.com", auth_mode="jwt", auth_jwt_secret="x" * 32,
+                      auth_audience="app", call_webhook_url="http://example.com/hook",
+                      call_webhook_secret="w" * 32, operator_token="o" * 20)
+    problems = plain.value.problems
+    assert "GOCARE_CALL_WEBHOOK_URL: must be an https:// URL when GOCARE_ENV=production" in problems
+    assert "GOCARE_OPERATOR_TOKEN: at least 32 bytes" in problems
+    monkeypatch.setenv("GOCARE_CALL_RECORDS", "off")
+    assert load_settings(env_file=None).records_level.value == "off"
+    monkeypatch.delenv("GOCARE_CALL_RECORDS")
+    assert load_settings(env_file=None).records_level.value == "transcript"
+    production = load_settings(env_file=None, env="production", livekit_api_key="k", livekit_api_secret="s" * 32,
+                               livekit_url="wss://lk.example.com", auth_mode="jwt", auth_jwt_secret="x" * 32,
+                               auth_audience="app")
+    assert production.records_level.value == "metadata"
