@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -79,6 +80,26 @@ def azure_tts_server() -> Iterator:  # -> scripted.azure_tts_server.ScriptedAzur
 
     with ScriptedAzureTTSServer() as server:
         yield server
+
+
+# --- a real PostgreSQL (the directory and the call records on it) -------------------------------------
+
+PG_URL = os.environ.get("GOCARE_TEST_POSTGRES_URL")  # read at collection: an autouse fixture clears GOCARE_*
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """GOCARE_TEST_POSTGRES_URL when given, else a throwaway server started for the module that asks."""
+    if PG_URL:
+        yield PG_URL
+        return
+    from scripted import postgres
+
+    reason = postgres.available()
+    if reason:
+        pytest.skip(f"PostgreSQL: {reason} (or set GOCARE_TEST_POSTGRES_URL)")
+    with postgres.throwaway_postgres() as url:
+        yield url
 
 
 # --- a real Redis (rate limit shared across processes, LiveKit multi-node) ---------------------------

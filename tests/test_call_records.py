@@ -5,7 +5,6 @@ and the memory text."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -39,7 +38,6 @@ from gocare_voice.records.store import CallQuery, CallStore
 from gocare_voice.records.summary import bounded, memory_text, worth_summarising
 from gocare_voice.redact import mask_digit_runs
 
-PG_URL = os.environ.get("GOCARE_TEST_POSTGRES_URL")
 
 
 def new_record(call_id: str | None = None, **fields: object) -> CallRecord:
@@ -187,19 +185,6 @@ def _migration_checks(url: str) -> None:
 def test_migrations_on_sqlite(tmp_path) -> None:
     _migration_checks(f"sqlite:///{tmp_path / 'm.db'}")
 
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    if PG_URL:
-        yield PG_URL
-        return
-    from scripted import postgres
-
-    reason = postgres.available()
-    if reason:
-        pytest.skip(f"PostgreSQL: {reason} (or set GOCARE_TEST_POSTGRES_URL)")
-    with postgres.throwaway_postgres() as url:
-        yield url
 
 
 def _concurrent_upgrades(url: str) -> None:

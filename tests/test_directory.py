@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import asyncio
 import io
 import logging
-import os
 import sqlite3
 import uuid
 from pathlib import Path
@@ -28,7 +26,6 @@ from gocare_voice.settings import Settings
 
 JOHN = "+919876543210"
 PRIYA = "+919123455789"
-PG_URL = os.environ.get("GOCARE_TEST_POSTGRES_URL")  # read at collection: an autouse fixture clears GOCARE_*
 
 
 @pytest.fixture
@@ -201,20 +198,6 @@ def test_database_errors_do_not_carry_the_number(users: UserDirectory) -> None:
         assert "9876543210" not in str(failed.value)
         assert "hidden" in str(failed.value)  # SQLAlchemy says so instead of the values
 
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """GOCARE_TEST_POSTGRES_URL when given, else a throwaway server started for this module."""
-    if PG_URL:
-        yield PG_URL
-        return
-    from scripted import postgres
-
-    reason = postgres.available()
-    if reason:
-        pytest.skip(f"PostgreSQL: {reason} (or set GOCARE_TEST_POSTGRES_URL)")
-    with postgres.throwaway_postgres() as url:
-        yield url
 
 
 def test_postgresql_by_url(postgres_url: str) -> None:
