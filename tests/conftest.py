@@ -33,7 +33,6 @@ _SETTING_NAMES = ("ALLOWED_ORIGINS", "PORT", "LOG_LEVEL")
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Tests see only the settings they pass: a developer's shell or .env must not change results."""
-    import os
 
     for name in list(os.environ):
         if name.startswith(_SETTING_PREFIXES) or name in _SETTING_NAMES:
@@ -108,7 +107,6 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:  # -> harness.redis_server.RedisServer
     """One ``redis-server`` on a free loopback port for the test session; tests flush what they use."""
-    import os
 
     from harness.redis_server import locate_redis, start_redis
 
