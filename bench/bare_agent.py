@@ -8,9 +8,12 @@ It greets like ours (``session.say``) and answers every turn with the LLM.
 
 from __future__ import annotations
 
+import json
 import os
 
-from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobProcess, cli, inference
+from livekit.agents import (Agent, AgentServer, AgentSession, ConversationItemAddedEvent, JobContext, JobProcess, cli,
+                            inference)
+from livekit.agents.llm import ChatMessage
 from livekit.plugins import deepgram, openai, silero
 
 GREETING = "Welcome John! Please say your registered mobile number."
@@ -42,8 +45,34 @@ async def entrypoint(ctx: JobContext) -> None:
         vad=ctx.proc.userdata["vad"],
         turn_handling={"turn_detection": inference.TurnDetector(version="v1-mini")},
     )
+    if os.environ.get("BENCH_TURN_LOG"):
+        log_turns(session, ctx.room.name, os.environ["BENCH_TURN_LOG"])
     await session.start(agent=Agent(instructions="You are a friendly voice assistant."), room=ctx.room)
     session.say(GREETING)
+
+
+def log_turns(session: AgentSession, room: str, path: str) -> None:
+    """For bench_rooms.py's stage table: each answered turn's livekit metrics (ChatMessage.metrics), as one JSON
+    line with the fields ours logs (gocare_voice/worker/latency.py), written here so the peer runs none of our code."""
+    last_user: dict = {}
+
+    def on_item(ev: ConversationItemAddedEvent) -> None:
+        nonlocal last_user
+        if not isinstance(ev.item, ChatMessage) or not ev.item.metrics:
+            return
+        m = ev.item.metrics
+        if ev.item.role == "user" and "stopped_speaking_at" in m:
+            last_user = dict(m)
+        elif ev.item.role == "assistant" and last_user and "started_speaking_at" in m:
+            record = {"room": room, "stopped_speaking_at": last_user["stopped_speaking_at"],
+                      "first_audio_at": m["started_speaking_at"],
+                      "transcript": last_user.get("transcription_delay"), "end_of_turn": last_user.get("end_of_turn_delay"),
+                      "llm_ttft": m.get("llm_node_ttft"), "tts_ttfb": m.get("tts_node_ttfb")}
+            last_user = {}
+            with open(path, "a") as out:
+                out.write(json.dumps({k: v for k, v in record.items() if v is not None}) + "\n")
+
+    session.on("conversation_item_added", on_item)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,23 @@ sys.path.insert(0, str(ROOT / "tests" / "room"))
 SPOKEN_NUMBER = "nine eight seven six five four three two one zero"
 WRITTEN_NUMBER = "98765 43210"
 QUESTION = "when is my next appointment"
+QUESTION_TRANSCRIPT = "When is my next appointment?"
+NUMBER_MIN_SECONDS = 2.5
+"""The scripted STT tells the two utterances apart by length (espeak says the number in ~4 s, the question in
+~1.5 s): calls run concurrently, so a queued script could hand one call's question another call's number."""
+
+STAGES = ("vad_end", "stt_final_sent", "transcript", "end_of_turn", "llm_first_token", "tts_first_byte",
+          "first_audio_published", "first_audio_at_client")
+"""A turn's stages, each in seconds after the client sent the last of the user's audio:
+the end of speech as the agent's VAD placed it, the scripted Deepgram's final result, the transcript and the
+end-of-turn decision at the agent, the scripted LLM's first token, the scripted TTS's answer, the agent's first
+audio frame pushed to the room, and that audio arriving at the client. The provider stages (stt_final_sent,
+llm_first_token, tts_first_byte) come from the shared scripted servers, so they are only told apart by room at
+N=1 and are left out above it."""
+
+
+def transcribe_by_length(seconds: float) -> str:
+    return WRITTEN_NUMBER if seconds >= NUMBER_MIN_SECONDS else QUESTION_TRANSCRIPT
 
 
 def pct(values: list[float], q: float) -> float:
@@ -47,10 +64,21 @@ def pct(values: list[float], q: float) -> float:
 
 
 @dataclass
+class TurnTimes:
+    """One turn at the client, in epoch seconds (time.time(), the clock the worker's metrics use)."""
+
+    kind: str  # "number" | "question"
+    room: str
+    audio_end: float
+    first_audio: float
+
+
+@dataclass
 class CallResult:
     ok: bool
     cold_start: float | None = None
     turns: list[float] = field(default_factory=list)
+    turn_times: list[TurnTimes] = field(default_factory=list)
     token_seconds: float | None = None
     error: str | None = None
 
@@ -101,11 +129,13 @@ async def one_call(service_url: str, room: str, *, hold: asyncio.Event, arrived:
         result.cold_start = first - connect_at
         await app.wait_agent_says(r"^Welcome John", timeout=60)
         await asyncio.sleep(1.0)  # the greeting's audio plays out
-        for spoken in (SPOKEN_NUMBER, QUESTION):
+        wall_offset = time.time() - time.monotonic()
+        for kind, spoken in (("number", SPOKEN_NUMBER), ("question", QUESTION)):
             await app.say(spoken)
             ended = time.monotonic()
             answered = await app.wait_agent_speech(since=ended, seconds=0.05, timeout=60)
             result.turns.append(answered - ended)
+            result.turn_times.append(TurnTimes(kind, room, ended + wall_offset, answered + wall_offset))
             await app.wait_for(lambda e=ended: [t for t in app.agent_transcripts(since=e)], timeout=60,
                                what="the answer's transcript")
             await asyncio.sleep(2.5)  # the answer plays out before the user speaks again
@@ -121,7 +151,73 @@ async def one_call(service_url: str, room: str, *, hold: asyncio.Event, arrived:
     return result
 
 
-async def run_level(n: int, *, label: str, service_url: str, worker_pgid: int, prefix: str) -> dict[str, object]:
+def read_turn_records(path: Path) -> list[dict[str, float | str]]:
+    """The worker's per-turn latency records: ours logs them (JSON logs, field ``turn_latency``, worker/latency.py),
+    bench/bare_agent.py writes the same fields to ``BENCH_TURN_LOG``."""
+    records: list[dict[str, float | str]] = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return records
+    for line in lines:
+        if "turn_latency" not in line and '"stopped_speaking_at"' not in line:
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        turn = data.get("turn_latency", data)
+        if isinstance(turn, dict) and "stopped_speaking_at" in turn:
+            records.append({**turn, "room": str(data.get("room", ""))})
+    return records
+
+
+def turn_stages(turn: TurnTimes, records: list[dict[str, float | str]], providers: object | None) -> dict[str, float]:
+    """``STAGES`` of one turn (seconds after the client's end of audio), from the worker's record of that room's
+    turn and, with ``providers`` (N=1 only), the scripted servers' own clocks."""
+    stages: dict[str, float] = {"first_audio_at_client": turn.first_audio - turn.audio_end}
+    mine = [r for r in records if r["room"] == turn.room
+            and turn.audio_end - 5 <= float(r["stopped_speaking_at"]) <= turn.audio_end + 3
+            and float(r["first_audio_at"]) <= turn.first_audio + 0.5]
+    record = min(mine, key=lambda r: abs(float(r["first_audio_at"]) - turn.first_audio), default=None)
+    published = turn.first_audio
+    if record is not None:
+        vad_end = float(record["stopped_speaking_at"]) - turn.audio_end
+        stages["vad_end"] = vad_end
+        for name in ("transcript", "end_of_turn"):
+            if name in record:
+                stages[name] = vad_end + float(record[name])
+        published = float(record["first_audio_at"])
+        stages["first_audio_published"] = published - turn.audio_end
+    if providers is not None:
+        low = turn.audio_end
+        finals = [u.ended_at for u in providers.deepgram.live_utterances() if low - 1 <= u.ended_at <= published]
+        if finals:
+            stages["stt_final_sent"] = min(finals) - low
+        llm = [t for t in providers.llm.answered_at if low - 3 <= t <= published]
+        if llm:
+            stages["llm_first_token"] = max(llm) - low
+            stages["llm_calls"] = float(len(llm))
+        tts = [t for t in providers.speech.answered_at if low - 1 <= t <= published]
+        if tts:
+            stages["tts_first_byte"] = max(tts) - low
+    return stages
+
+
+def stage_summary(turns: list[TurnTimes], records: list[dict[str, float | str]],
+                  providers: object | None) -> dict[str, dict[str, float]]:
+    """Per turn kind, the p50 of each stage over the turns that have it."""
+    summary: dict[str, dict[str, float]] = {}
+    for kind in ("question", "number"):
+        per_turn = [turn_stages(t, records, providers) for t in turns if t.kind == kind]
+        names = [*STAGES, "llm_calls"]
+        summary[kind] = {name: pct([st[name] for st in per_turn if name in st], 0.5)
+                         for name in names if any(name in st for st in per_turn)}
+    return summary
+
+
+async def run_level(n: int, *, label: str, service_url: str, worker_pgid: int, prefix: str,
+                    turn_log: Path | None = None, providers: object | None = None) -> dict[str, object]:
     hold = asyncio.Event()
     arrived = asyncio.Semaphore(0)
     cpu_before, wall_before = tree_cpu_seconds(worker_pgid), time.monotonic()
@@ -142,7 +238,12 @@ async def run_level(n: int, *, label: str, service_url: str, worker_pgid: int, p
     cold = [r.cold_start for r in results if r.cold_start is not None]
     tokens = [r.token_seconds for r in results if r.token_seconds is not None]
     failures = [r.error for r in results if not r.ok]
+    turn_times = [t for r in results for t in r.turn_times]
+    await asyncio.sleep(0.5)  # the worker's last log lines reach the file
+    stages = stage_summary(turn_times, read_turn_records(turn_log) if turn_log else [],
+                           providers if n == 1 else None)
     return {
+        "stages": stages,
         "worker": label, "sessions": n, "failed": len(failures), "errors": failures[:3],
         "turn_p50": pct(turns, 0.5), "turn_p95": pct(turns, 0.95), "turn_max": max(turns) if turns else None,
         "number_p50": pct(number_turns, 0.5), "number_p95": pct(number_turns, 0.95),
@@ -163,6 +264,10 @@ async def main() -> int:
     parser.add_argument("--tts-latency", type=float, default=0.1, help="seconds before the scripted TTS answers")
     parser.add_argument("--idle-processes", default="4")
     parser.add_argument("--only", choices=("ours", "bare"), default=None)
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE]",
+                        help="one more worker of ours with these settings (its own agent name and token service), "
+                             "e.g. ours-slow:GOCARE_NUMBER_ENDPOINTING=false,GOCARE_PREEMPTIVE_TTS=false; "
+                             "PYTHONPATH=<checkout>/src runs another checkout's worker")
     parser.add_argument("--records-ab", action="store_true",
                         help="also run ours with GOCARE_CALL_RECORDS=off beside ours with records (transcript): "
                              "what writing call records costs a turn and a session")
@@ -203,9 +308,8 @@ async def main() -> int:
         )
         speech = ScriptedSpeechServer(api_key="tts-room-tests", delay=args.tts_latency).start()
         cleanup.callback(speech.stop)
-        deepgram = ScriptedDeepgramServer(api_key="dg-room-tests").start()
+        deepgram = ScriptedDeepgramServer(api_key="dg-room-tests", live_transcriber=transcribe_by_length).start()
         cleanup.callback(deepgram.stop)
-        deepgram.script_live(*([WRITTEN_NUMBER] * 10_000))  # every utterance reads as the number: order-free
         providers = Providers(llm=llm, speech=speech, deepgram=deepgram)
         db = f"sqlite:///{logs / 'users.db'}"
         user_id, name, _spoken, written = USERS["john"]
@@ -217,6 +321,19 @@ async def main() -> int:
         ours_service = start_token_service(name="token-service", livekit=server, logs=logs, providers=providers,
                                            extra={"GOCARE_RATE_LIMIT": "off"})
         cleanup.callback(ours_service.process.stop)
+        variants: list[tuple[str, str, int, Path]] = []
+        for spec in args.variant:
+            label, _, pairs = spec.partition(":")
+            env = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
+            agent = f"multi-assistant-{label}"
+            variant = start_worker(name=f"worker-{label}", livekit=server, providers=providers, users_db=db,
+                                   logs=logs, extra={**extra, **env, "GOCARE_AGENT_NAME": agent})
+            cleanup.callback(variant.process.stop)
+            variant_service = start_token_service(name=f"token-service-{label}", livekit=server, logs=logs,
+                                                  providers=providers,
+                                                  extra={"GOCARE_AGENT_NAME": agent, "GOCARE_RATE_LIMIT": "off"})
+            cleanup.callback(variant_service.process.stop)
+            variants.append((label, variant_service.url, variant.process.pid, logs / f"worker-{label}.log"))
         unrecorded = unrecorded_service = None
         if args.records_ab:
             # the same worker with no call records; ours above keeps the development default (transcript)
@@ -230,7 +347,8 @@ async def main() -> int:
             cleanup.callback(unrecorded_service.process.stop)
         bare_env = _clean_env({"LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
                                "LIVEKIT_API_SECRET": server.api_secret, **providers.env(), **extra,
-                               "GOCARE_WORKER_LOAD_THRESHOLD": "inf", "BARE_AGENT_PORT": str(free_port())})
+                               "GOCARE_WORKER_LOAD_THRESHOLD": "inf", "BARE_AGENT_PORT": str(free_port()),
+                               "BENCH_TURN_LOG": str(logs / "bare-turns.jsonl")})
         bare = ManagedProcess("bare-agent", [sys.executable, str(ROOT / "bench" / "bare_agent.py"), "start"],
                               log_path=logs / "bare-agent.log", env=bare_env, cwd=logs)
         cleanup.callback(bare.stop)
@@ -240,16 +358,20 @@ async def main() -> int:
         cleanup.callback(bare_service.process.stop)
         await asyncio.sleep(5)  # warm processes ready
         for n in levels:
-            order = [("ours", ours_service.url, ours.process.pid), ("bare", bare_service.url, bare.pid)]
+            order = [("ours", ours_service.url, ours.process.pid, logs / "worker.log"),
+                     ("bare", bare_service.url, bare.pid, logs / "bare-turns.jsonl")]
             if unrecorded is not None and unrecorded_service is not None:
-                order.insert(1, ("ours-norecords", unrecorded_service.url, unrecorded.process.pid))
+                order.insert(1, ("ours-norecords", unrecorded_service.url, unrecorded.process.pid,
+                                 logs / "worker-norecords.log"))
+            order[1:1] = variants
             if n % 2:  # alternate who goes first, so neither always gets the fresher machine
                 order.reverse()
             if args.only:
                 order = [o for o in order if o[0].startswith(args.only)]
             failed = False
-            for label, url, pgid in order:
-                row = await run_level(n, label=label, service_url=url, worker_pgid=pgid, prefix=f"b{int(time.time())}")
+            for label, url, pgid, turn_log in order:
+                row = await run_level(n, label=label, service_url=url, worker_pgid=pgid, prefix=f"b{int(time.time())}",
+                                      turn_log=turn_log, providers=providers)
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if not k.startswith("raw_")}), flush=True)
                 failed = failed or bool(row["failed"])
@@ -267,7 +389,8 @@ async def main() -> int:
 def print_report(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
     print(f"\n`python bench/bench_rooms.py --sessions {args.sessions} --llm-latency {args.llm_latency} "
           f"--tts-latency {args.tts_latency} --idle-processes {args.idle_processes}"
-          f"{' --records-ab' if args.records_ab else ''}` on {platform.node()}, "
+          f"{' --records-ab' if args.records_ab else ''}"
+          f"{''.join(f' --variant {v}' for v in args.variant)}` on {platform.node()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}\n")
     print("| worker | N | failed | question turn p50 / p95 s | number turn p50 / p95 s | all turns max s | cold start p50 s | token p50 ms | CPU cores | PSS MiB | PSS/session | USS/session |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -276,6 +399,7 @@ def print_report(rows: list[dict[str, object]], args: argparse.Namespace) -> Non
               f"{r['number_p50']:.2f} / {r['number_p95']:.2f} | {r['turn_max'] or float('nan'):.2f} | "
               f"{r['cold_p50']:.2f} | {r['token_p50_ms']:.1f} | {r['cpu_cores'] or 0:.2f} | {r['pss_mib']:.0f} | "
               f"{r['pss_per_session_mib']:.0f} | {r['uss_per_session_mib']:.0f} |")
+    print_stages(rows)
     by = {(r["worker"], r["sessions"]): r for r in rows}
     for (label, n), r in by.items():
         bare = by.get(("bare", n))
@@ -283,6 +407,20 @@ def print_report(rows: list[dict[str, object]], args: argparse.Namespace) -> Non
             print(f"N={n}: ours/bare question turn p50 {r['question_p50'] / bare['question_p50']:.2f}x, "
                   f"p95 {r['question_p95'] / bare['question_p95']:.2f}x; all turns p50 "
                   f"{r['turn_p50'] / bare['turn_p50']:.2f}x, p95 {r['turn_p95'] / bare['turn_p95']:.2f}x")
+
+
+def print_stages(rows: list[dict[str, object]]) -> None:
+    """One table per N: each stage's p50, seconds after the end of the user's audio at the client."""
+    for n in sorted({int(r["sessions"]) for r in rows}):
+        level = [r for r in rows if r["sessions"] == n]
+        columns = [(r["worker"], kind, r["stages"].get(kind, {})) for kind in ("question", "number") for r in level]
+        print(f"\nStages at N={n}, p50 s after the end of the user's audio (provider stages at N=1 only):\n")
+        print("| stage | " + " | ".join(f"{w} {k}" for w, k, _ in columns) + " |")
+        print("| --- |" + " ---: |" * len(columns))
+        for stage in (*STAGES, "llm_calls"):
+            cells = [f"{c[stage]:.2f}" if stage in c else "" for _, _, c in columns]
+            if any(cells):
+                print(f"| {stage} | " + " | ".join(cells) + " |")
 
 
 async def _main_cancellable() -> int:

@@ -116,3 +116,15 @@ def test_the_text_console_waits_for_a_line_in_legacy_prompt() -> None:
     assert "prompt" in text_mode.__code__.co_names, "the text console no longer waits for a line in prompt()"
     assert signal.SIGTERM in _legacy.HANDLED_SIGNALS, "the console no longer ends on SIGTERM"
     assert text_console_waits_for_input() is False  # this test's main thread is not in a prompt
+
+
+def test_livekits_default_load_figure_is_still_there_and_a_fraction() -> None:
+    """worker/server.py caps livekit-agents' own load (``_DefaultLoadCalc.get_load``) for a worker that never
+    refuses a call; if it moved, a busy worker would again be skipped by livekit-server."""
+    from livekit.agents import worker
+
+    from gocare_voice.worker.livekit_private import default_worker_load
+
+    assert hasattr(worker, "_DefaultLoadCalc"), "livekit-agents moved _DefaultLoadCalc (worker/livekit_private.py)"
+    load = default_worker_load(None)
+    assert isinstance(load, float) and 0.0 <= load <= 1.0

@@ -208,6 +208,36 @@ def test_build_server_registers_our_agent_name_and_retries() -> None:
     assert clone.settings.agent_name == "gocare-test"
 
 
+@pytest.mark.parametrize("threshold", [1.0, 5.0, float("inf")])
+def test_a_worker_that_never_refuses_reports_a_load_below_full(threshold: float) -> None:
+    """livekit-server skips a worker reporting load 1.0 whatever its threshold (a busy machine with
+    GOCARE_WORKER_LOAD_THRESHOLD=inf left a room without its agent): such a worker reports its real load,
+    capped below 1.0. The real load figure runs here: livekit's sampler thread, on this machine's CPU."""
+    from gocare_voice.worker.server import REPORTED_LOAD_CEILING, build_server, reported_load_below_full
+
+    server = build_server(Settings(worker_load_threshold=threshold))
+    assert server._load_threshold == threshold
+    assert server.load_fnc is reported_load_below_full
+    load = server.load_fnc(server)
+    assert 0.0 <= load <= REPORTED_LOAD_CEILING < 1.0
+
+
+def test_a_worker_with_a_real_threshold_keeps_livekits_load() -> None:
+    from gocare_voice.worker.server import build_server
+
+    assert build_server(Settings(worker_load_threshold=0.7)).load_fnc is None
+    assert build_server(Settings()).load_fnc is None
+
+
+def test_the_load_cap_applies_when_livekit_reports_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gocare_voice.worker import livekit_private, server as server_module
+
+    monkeypatch.setattr(livekit_private, "default_worker_load", lambda _server: 1.0)
+    assert server_module.reported_load_below_full(object()) == server_module.REPORTED_LOAD_CEILING
+    monkeypatch.setattr(livekit_private, "default_worker_load", lambda _server: 0.42)
+    assert server_module.reported_load_below_full(object()) == 0.42
+
+
 @pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
 def test_every_log_level_the_settings_accept_starts_the_server(level: str) -> None:
     # livekit-agents spells WARNING "WARN" and refused LOG_LEVEL=WARNING with a traceback at start

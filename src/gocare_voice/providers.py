@@ -361,10 +361,13 @@ def build_turn_handling(settings: Settings) -> dict[str, Any]:
     Left unset, livekit-agents 1.8 picks its *adaptive* interruption detector in ``dev`` and ``console``
     modes (``LIVEKIT_DEV_MODE=1``), which streams the caller's audio to LiveKit Cloud's inference gateway
     whenever the agent speaks. For a care app no audio may leave for a service nobody configured, so the
-    mode is ``GOCARE_INTERRUPTION_DETECTION`` (default ``vad``: the local Silero VAD)."""
+    mode is ``GOCARE_INTERRUPTION_DETECTION`` (default ``vad``: the local Silero VAD). The endpointing delays
+    and preemptive TTS are ``GOCARE_ENDPOINTING_*`` and ``GOCARE_PREEMPTIVE_TTS``."""
     return {
         "turn_detection": build_turn_detection(settings),
         "interruption": {"mode": settings.interruption_detection.value},
+        "endpointing": {"min_delay": settings.endpointing_min_delay, "max_delay": settings.endpointing_max_delay},
+        "preemptive_generation": {"enabled": True, "preemptive_tts": settings.preemptive_tts},
     }
 
 

@@ -353,6 +353,20 @@ class Settings(BaseSettings):
     model on LiveKit Cloud's inference gateway, which receives the caller's audio; never chosen for us
     (livekit-agents turns it on by itself in dev and console modes)."""
 
+    # --- turn taking (docs/benchmarks.md, "Response latency", measured each of these) -----------------
+    endpointing_min_delay: float = Field(0.3, ge=0, le=5, validation_alias="GOCARE_ENDPOINTING_MIN_DELAY")
+    """Seconds of silence after the caller's speech before their turn can end when the end-of-turn model says
+    they are done (livekit's default for its turn detector)."""
+    endpointing_max_delay: float = Field(2.5, ge=0, le=10, validation_alias="GOCARE_ENDPOINTING_MAX_DELAY")
+    """Seconds the agent waits when the model says the caller is probably not done ("I wanted to ask..."):
+    the longest a caller's pause can be without being answered (livekit's default for its turn detector)."""
+    number_endpointing: bool = Field(True, validation_alias="GOCARE_NUMBER_ENDPOINTING")
+    """During the number check, end the turn as soon as it is a complete number for ``GOCARE_PHONE_REGION``
+    instead of waiting ``GOCARE_ENDPOINTING_MAX_DELAY`` (the model reads a bare number as unfinished)."""
+    preemptive_tts: bool = Field(True, validation_alias="GOCARE_PREEMPTIVE_TTS")
+    """Start speaking the reply (TTS) before the turn is committed, as livekit-agents already does with the
+    LLM; a reply the caller's further words make obsolete is thrown away, unheard."""
+
     # --- conversation -----------------------------------------------------------------------------
     llm_timeout: float = Field(10.0, gt=0, le=120, validation_alias="GOCARE_LLM_TIMEOUT")
     """Seconds the worker (and a voice upload) waits for the language model to start answering, per attempt

@@ -319,6 +319,25 @@ class AppClient:
         await self.microphone.play(pcm)
         return len(pcm) / 2 / MIC_RATE
 
+    async def say_with_pauses(self, *phrases: str, pause: float) -> list[float]:
+        """Speak ``phrases`` as one stretch of audio with exactly ``pause`` seconds of silence between them (espeak's
+        own lead-in and tail trimmed); returns when each phrase's last sample was sent (monotonic), once all were."""
+        from scripted.audio_tools import trim_silence
+
+        if self.microphone is None:
+            raise ClientError("no microphone published")
+        pieces = [trim_silence(await asyncio.to_thread(speech_pcm, text, rate=MIC_RATE), rate=MIC_RATE)
+                  for text in phrases]
+        gap = bytes(int(pause * MIC_RATE) * 2)
+        await self.microphone.play(gap.join(pieces))
+        ended = time.monotonic()
+        lengths = [len(piece) / 2 / MIC_RATE for piece in pieces]
+        ends, total = [], 0.0
+        for i, length in enumerate(lengths):
+            total += length + (pause if i else 0.0)
+            ends.append(total)
+        return [ended - (total - end) for end in ends]
+
     async def rpc(self, method: str, payload: Any = "", *, timeout: float = 10) -> dict[str, Any]:
         agent = self.agent_identity or await self.wait_agent()
         text = payload if isinstance(payload, str) else json.dumps(payload)

@@ -64,10 +64,16 @@ def ours(samples: Samples) -> Samples:
     return {key: value for key, value in samples.items() if key[0].startswith("gocare_")}
 
 
-def moved(before: Samples, after: Samples) -> dict[str, float]:
-    """Every gocare_ sample that changed, as ``name{label=value,...}`` -> the difference."""
+TURN_LATENCY = "gocare_turn_latency_seconds"
+
+
+def moved(before: Samples, after: Samples, *, latency: bool = False) -> dict[str, float]:
+    """Every gocare_ sample that changed, as ``name{label=value,...}`` -> the difference; the turn latency
+    histogram (whose buckets depend on timing) only with ``latency=True``."""
     changes: dict[str, float] = {}
     for key in set(ours(before)) | set(ours(after)):
+        if key[0].startswith(TURN_LATENCY) and not latency:
+            continue
         delta = after.get(key, 0.0) - before.get(key, 0.0)
         if delta:
             name, labels = key
@@ -91,7 +97,15 @@ async def moved_by_the_call(metered: MeteredWorker, before: Samples, room: str) 
             break
         await asyncio.sleep(0.5)
     assert_nothing_personal(text, room)
-    return text, moved(before, scraped)
+    return text, moved(before, scraped, latency=True)
+
+
+def answered_turns(changes: dict[str, float]) -> dict[str, float]:
+    """How many answered turns the latency histogram counted, per stage; ``changes`` without the histogram."""
+    counts = {key: changes.pop(key) for key in list(changes) if key.startswith(TURN_LATENCY + "_count")}
+    for key in [key for key in changes if key.startswith(TURN_LATENCY)]:
+        del changes[key]
+    return counts
 
 
 async def verified_with_the_assistant(metered: MeteredWorker, tokens: TokenService, room: str,
@@ -130,6 +144,9 @@ async def test_verified_call_attorney_switch_and_bad_commands_are_counted_exactl
     finally:
         await app.leave()
     text, changes = await moved_by_the_call(metered, before, room_name)
+    # one answered voice turn (the number -> the welcome), with every stage livekit measured for it
+    assert answered_turns(changes) == {f"{TURN_LATENCY}_count{{stage={stage}}}": 1 for stage in
+                                       ("transcript", "end_of_turn", "tts_ttfb", "total")}, changes
     assert changes == {
         **ONE_CALL,
         "gocare_verifications_total{outcome=verified}": 1,
@@ -158,6 +175,7 @@ async def test_a_wrong_number_is_counted_as_a_mismatch(metered, metered_tokens, 
     finally:
         await app.leave()
     _, changes = await moved_by_the_call(metered, before, room_name)
+    assert answered_turns(changes)[f"{TURN_LATENCY}_count{{stage=total}}"] == 1
     assert changes == {**ONE_CALL, "gocare_verifications_total{outcome=mismatch}": 1}
 
 

@@ -96,6 +96,14 @@ def rms_s16(pcm: bytes) -> float:
     return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
 
 
+def trim_silence(pcm: bytes, *, rate: int, threshold: float = 60.0, window: float = 0.01) -> bytes:
+    """``pcm`` without the quiet lead-in and tail espeak-ng puts around speech (windows whose RMS is below
+    ``threshold``), so silence a test inserts between phrases is exactly as long as it says."""
+    step = max(2, int(rate * window) * 2)
+    loud = [i for i in range(0, len(pcm), step) if rms_s16(pcm[i:i + step]) >= threshold]
+    return pcm[loud[0]: loud[-1] + step] if loud else b""
+
+
 def crash_process(*_args: object, **_kwargs: object) -> None:
     """Ends the calling process at once, as a decoder or encoder crash would (a picklable stand-in that a
     test puts in place of an audio worker function)."""

@@ -48,7 +48,7 @@ import uuid
 import wave
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -90,6 +90,7 @@ class LiveUtterance:
     ended_by: str  # "silence" | "finalize" | "close"
     query: dict[str, str]
     authorization: str
+    ended_at: float = 0.0  # time.time() when its final Results was made (before any ``live_delay``)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,9 @@ class ScriptedDeepgramServer(ThreadedServer):
     # fixed, not the query's ``endpointing`` (the plugin asks for 25 ms, which would cut espeak's pauses between
     # words into separate utterances): one scripted phrase is one utterance
     endpoint_silence: float = 0.5
+    live_transcriber: Callable[[float], str] | None = None
+    """Transcribe a live utterance by its loud duration in seconds instead of from ``script_live``'s queue: for
+    concurrent calls, whose utterances arrive in no fixed order (the benchmark's long number, short question)."""
     host: str = "127.0.0.1"
     listens: list[ListenRequest] = field(default_factory=list)
     speaks: list[SpeakRequest] = field(default_factory=list)
@@ -189,11 +193,15 @@ class ScriptedDeepgramServer(ThreadedServer):
             self.fail_status = self.speak_fail_status = None
             self.delay = self.speak_delay = self.live_delay = 0.0
 
-    def _next_live_transcript(self) -> str:
+    def _next_live_transcript(self, duration: float) -> str:
+        if self.live_transcriber is not None:
+            return self.live_transcriber(duration)
         with self._lock:
             return self._live_script.popleft() if self._live_script else ""
 
-    def _peek_live_transcript(self) -> str:
+    def _peek_live_transcript(self, duration: float) -> str:
+        if self.live_transcriber is not None:
+            return self.live_transcriber(duration)
         with self._lock:
             return self._live_script[0] if self._live_script else ""
 
@@ -522,7 +530,7 @@ class _LiveStream:
             if self.query.get("interim_results") == "true" and not self.interim_sent \
                     and end - self.speech_start >= INTERIM_AFTER:
                 self.interim_sent = True
-                first_word = " ".join(self.server._peek_live_transcript().split()[:1])
+                first_word = " ".join(self.server._peek_live_transcript(end - self.speech_start).split()[:1])
                 if first_word:
                     out.append(self._results(first_word, self.speech_start, end, is_final=False, speech_final=False,
                                              from_finalize=False))
@@ -533,7 +541,7 @@ class _LiveStream:
     def _end(self, ended_by: str) -> list[dict[str, Any]]:
         assert self.speech_start is not None
         start, end = self.speech_start, self.last_loud_end
-        transcript = self.server._next_live_transcript()
+        transcript = self.server._next_live_transcript(end - start)
         self.server._record_utterance(LiveUtterance(
             sample_rate=self.rate,
             channels=self.channels,
@@ -544,6 +552,7 @@ class _LiveStream:
             ended_by=ended_by,
             query=self.query,
             authorization=self.authorization,
+            ended_at=time.time(),
         ))
         out = [self._results(transcript, start, end, is_final=True, speech_final=ended_by != "finalize",
                              from_finalize=ended_by == "finalize")]

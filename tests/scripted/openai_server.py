@@ -202,6 +202,8 @@ class ScriptedOpenAIServer(ThreadedServer):
         self.default_reply = default_reply or Reply(text="Okay.")
         self.rules: list[Rule] = []
         self.requests: list[ChatRequest] = []
+        self.answered_at: list[float] = []
+        """``time.time()`` of each answer's first byte (after its ``delay``): the benchmark's LLM first token."""
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._runner = _ThreadRunner(self._make_app, host=host, port=port)
@@ -216,6 +218,7 @@ class ScriptedOpenAIServer(ThreadedServer):
         with self._lock:
             self.rules.clear()
             self.requests.clear()
+            self.answered_at.clear()
 
     def chat_requests(self) -> list[ChatRequest]:
         with self._lock:
@@ -261,6 +264,8 @@ class ScriptedOpenAIServer(ThreadedServer):
             return web.json_response(
                 {"error": {"message": reply.error, "type": "scripted_error", "code": reply.status}}, status=reply.status
             )
+        with self._lock:
+            self.answered_at.append(time.time())
         completion_id = f"chatcmpl-scripted-{next(self._ids)}"
         model = str(body.get("model") or "scripted")
         if not request.stream:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,8 @@ class ScriptedSpeechServer(ThreadedServer):
     """False: answer without ``x-request-id``, like most OpenAI-compatible servers but OpenAI's own."""
     host: str = "127.0.0.1"
     requests: list[dict[str, Any]] = field(default_factory=list)
+    answered_at: list[float] = field(default_factory=list)
+    """``time.time()`` of each successful answer, when its audio is ready to send: the benchmark's TTS first byte."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -83,6 +86,8 @@ class ScriptedSpeechServer(ThreadedServer):
             return self._error(400, f"unsupported response_format {fmt!r}")
         pcm = await asyncio.to_thread(speech_pcm, text, rate=OPENAI_TTS_RATE)
         audio = await asyncio.to_thread(encode, pcm, rate=OPENAI_TTS_RATE, fmt=fmt)
+        with self._lock:
+            self.answered_at.append(time.time())
         # OpenAI names every response; livekit's TTS warns on each synthesis without it
         headers = {"Content-Type": MIME_TYPES[fmt]}
         if self.request_ids:

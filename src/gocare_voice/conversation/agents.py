@@ -55,7 +55,7 @@ class ModeSwitchError(Exception):
 
 
 def personal_welcome(state: SessionState) -> str:
-    """The words after a successful check (also the fallback when the LLM cannot be reached)."""
+    """The words after a successful check."""
     name = state.first_name
     if name:
         return f"Thank you, {name}, you're verified. How can I help you today?"
@@ -242,7 +242,8 @@ class AuthenticationAgent(_GoCareAgent):
 
 
 class GreetingAgent(_GoCareAgent):
-    """The personal welcome right after verification, then the assistant takes over."""
+    """The personal welcome right after verification (``personal_welcome``, said without asking the LLM), then
+    the assistant takes over."""
 
     def __init__(self, *, state: SessionState, settings: Settings, directory: UserDirectory) -> None:
         super().__init__(
@@ -255,19 +256,10 @@ class GreetingAgent(_GoCareAgent):
     async def on_enter(self) -> None:
         state = self._entered()
         mode_on_entry = state.mode
-        handle = self.session.generate_reply(
-            instructions=(
-                "Welcome the caller personally now that they are verified"
-                + (f"; call them {state.first_name}" if state.first_name else "")
-                + f". For example: {personal_welcome(state)!r}"
-            ),
-            tool_choice="none",
-        )
-        # awaited here (not in a callback) so a test's RunResult, which watches on_enter, sees the handoff
-        await handle
-        if handle.exception() is not None:
-            logger.warning("personal welcome by the LLM failed; saying the fixed one")
-            await self.session.say(personal_welcome(state))
+        # said from the template, not written by the LLM: a second LLM round trip here was the slowest part of
+        # the number turn (docs/benchmarks.md), and the words are the same every time. Awaited here (not in a
+        # callback) so a test's RunResult, which watches on_enter, sees the handoff
+        await self.session.say(personal_welcome(state))
         # the app may have switched modes while the welcome played (``switch_mode`` sets the mode and
         # ``update_agent`` makes the new agent current at once): that choice stands
         if self.session.current_agent is not self or state.mode != mode_on_entry:

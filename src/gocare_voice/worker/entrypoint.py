@@ -275,6 +275,17 @@ async def run_job(
     recording = None if console else await _start_recording(ctx, settings, state, room_name, handlers.user_identity)
     if recording is not None:
         recording.attach(session)
+    from gocare_voice.worker import latency
+
+    latency.attach(session, room=room_name, observe=lambda turn: metrics.turn_latency(turn.stages()))
+    if settings.number_endpointing:
+        from gocare_voice.conversation import number_turn
+
+        number_turn.attach(
+            session, region=settings.phone_region,
+            waiting_for_number=lambda: isinstance(session.current_agent, AuthenticationAgent) and not state.authenticated,
+            min_delay=settings.endpointing_min_delay, max_delay=settings.endpointing_max_delay,
+        )
 
     def _switch(mode: str) -> Any:
         before = session.current_agent

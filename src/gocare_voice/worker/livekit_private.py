@@ -14,6 +14,9 @@ pins each one and fails with a sentence naming what moved when an upgrade change
   session ended itself (three wrong numbers) the console must end too, but only once it has printed the
   goodbye, which it does from its main thread after the turn, right before it offers the prompt again.
 
+- ``livekit.agents.worker._DefaultLoadCalc.get_load``: the CPU load livekit-agents reports to the server
+  (0-1, a 2.5 s average). ``worker/server.py`` caps it below 1.0 when the worker must never refuse a call.
+
 (The worker's terminal connection failure, once read from ``AgentServer._connection_failed``, now comes
 from the public ``AgentServer.run()``, which raises it: ``worker/agent_server.py``.)
 """
@@ -75,3 +78,10 @@ def end_text_console(*, timeout: float = 10.0, poll: float = 0.05) -> threading.
     thread = threading.Thread(target=wait_then_end, name="gocare-console-end", daemon=True)
     thread.start()
     return thread
+
+
+def default_worker_load(server: Any) -> float:
+    """livekit-agents' own load figure for ``server`` (what it reports when no ``load_fnc`` is given)."""
+    from livekit.agents import worker
+
+    return float(worker._DefaultLoadCalc.get_load(server))  # noqa: SLF001 - no public way; pinned by tests/test_livekit_private.py

@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -38,6 +38,9 @@ END_REASONS = (
     "participant_disconnected", "job_shutdown", "error", "user_initiated", "task_completed",
 )
 PROVIDER_STAGES = ("stt", "llm", "tts")
+TURN_STAGES = ("transcript", "end_of_turn", "llm_ttft", "tts_ttfb", "total")
+"""worker/latency.py's ``TurnLatency.stages()``."""
+TURN_LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0)
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,39}")
 """Agent ids are our own constants (``attorney_agent``); anything else becomes ``other``, so nothing a caller
 sent can reach a label. Error codes and modes come from the protocol's own tables."""
@@ -61,6 +64,7 @@ class CallMetrics(Protocol):
     def mode_switch(self, mode: str) -> None: ...
     def command_error(self, code: str) -> None: ...
     def provider_error(self, stage: str, *, recoverable: bool) -> None: ...
+    def turn_latency(self, stages: Mapping[str, float]) -> None: ...
 
 
 class NoMetrics:
@@ -87,6 +91,9 @@ class NoMetrics:
     def provider_error(self, stage: str, *, recoverable: bool) -> None:
         pass
 
+    def turn_latency(self, stages: Mapping[str, float]) -> None:
+        pass
+
 
 NO_METRICS = NoMetrics()
 
@@ -96,7 +103,7 @@ class WorkerMetrics:
     file-backed values of two instances with the same names would overwrite each other."""
 
     def __init__(self, *, registry: CollectorRegistry | None) -> None:
-        from prometheus_client import Counter
+        from prometheus_client import Counter, Histogram
 
         from gocare_voice.conversation.state import VERIFICATION_OUTCOMES
         from gocare_voice.protocol import ERROR_CODES, MODES
@@ -123,6 +130,11 @@ class WorkerMetrics:
             "gocare_provider_errors",
             "Provider errors reported by the agent session, by stage (recoverable: livekit-agents retries)",
             ["stage", "recoverable"], registry=registry)
+        self.turn_latencies = Histogram(
+            "gocare_turn_latency_seconds",
+            "Answered turns: seconds from the end of the caller's speech to each stage (transcript, end_of_turn, "
+            "total = the first audio of the reply); llm_ttft and tts_ttfb from their own start",
+            ["stage"], buckets=TURN_LATENCY_BUCKETS, registry=registry)
 
     def call_started(self) -> None:
         self._count(self.calls_started)
@@ -148,11 +160,18 @@ class WorkerMetrics:
         self._count(self.provider_errors, stage=_one_of(name, PROVIDER_STAGES),
                     recoverable="true" if recoverable else "false")
 
+    def turn_latency(self, stages: Mapping[str, float]) -> None:
+        for stage, seconds in stages.items():
+            if stage in TURN_STAGES:
+                self._count(self.turn_latencies, seconds, stage=stage)
+
     @staticmethod
-    def _count(counter: Any, **labels: str) -> None:
-        """Counting runs inside the call (the number check, room callbacks): it must never break it."""
+    def _count(counter: Any, value: float | None = None, **labels: str) -> None:
+        """Counting runs inside the call (the number check, room callbacks): it must never break it.
+        ``value``: observe it (a histogram) instead of counting one."""
         try:
-            (counter.labels(**labels) if labels else counter).inc()
+            metric = counter.labels(**labels) if labels else counter
+            metric.inc() if value is None else metric.observe(value)
         except Exception as error:  # noqa: BLE001 - a full disk under the multiprocess directory, say
             logger.warning("metric %s not counted: %s", getattr(counter, "_name", "?"), type(error).__name__)
 

@@ -15,6 +15,21 @@ if TYPE_CHECKING:
     from gocare_voice.worker.agent_server import GoCareAgentServer
 
 
+REPORTED_LOAD_CEILING = 0.99
+"""livekit-server (v1.13.5, ``pkg/service/agentservice.go`` ``selectWorkerWeightedByLoad``) hands a job only to a
+worker whose reported load is below 1.0, whatever the worker's own threshold: a worker that must never refuse a
+call (``GOCARE_WORKER_LOAD_THRESHOLD`` >= 1, e.g. ``inf``) with both cores busy would report 1.0 and the room
+would silently get no agent ("no worker available to handle job", never retried). Such a worker reports its
+load capped just below, so the server's balancing by load still works and the call is still taken."""
+
+
+def reported_load_below_full(server: Any) -> float:
+    """``load_fnc`` for a worker that never refuses: livekit-agents' CPU load, at most ``REPORTED_LOAD_CEILING``."""
+    from gocare_voice.worker.livekit_private import default_worker_load
+
+    return min(default_worker_load(server), REPORTED_LOAD_CEILING)
+
+
 def build_server(
     settings: Settings, *, console: bool = False, console_text: bool = False, console_metadata: str | None = None,
     **server_options: Any,
@@ -54,6 +69,8 @@ def build_server(
         options["num_idle_processes"] = settings.worker_idle_processes
     if settings.worker_load_threshold is not None:
         options["load_threshold"] = settings.worker_load_threshold
+        if settings.worker_load_threshold >= 1:
+            options["load_fnc"] = reported_load_below_full
     if settings.worker_job_memory_limit_mb:
         options["job_memory_limit_mb"] = settings.worker_job_memory_limit_mb
     if settings.worker_drain_timeout is not None:
