@@ -24,13 +24,16 @@ import asyncio
 import contextlib
 import signal
 import json
+import multiprocessing
 import os
 import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -110,8 +113,24 @@ def tree_cpu_seconds(pgid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-async def one_call(service_url: str, room: str, *, hold: asyncio.Event, arrived: asyncio.Semaphore) -> CallResult:
-    """One scripted call; ``arrived`` is released when its turns are done (or it failed); it then stays in the
+def call_in_process(service_url: str, room: str, arrived: Any, hold: Any) -> CallResult:
+    """One app user in a process of its own (a spawned pool process): N clients decoding audio in one Python
+    process, beside the scripted providers' threads, starved each other of the GIL at N=5 (the users' audio
+    reached the agents seconds late, for ours and the bare agent alike). ``arrived``: a queue told when the
+    turns are done; ``hold``: an event the call waits for before hanging up (the memory sample)."""
+    return asyncio.run(one_call(service_url, room, hold=hold, arrived=arrived))
+
+
+def warm_process(seconds: float) -> int:
+    """Import the client in a pool process before the calls start, so no call's timings include it."""
+    from harness.app_client import AppClient  # noqa: F401
+
+    time.sleep(seconds)  # keep this process busy, so each warm-up lands on a process of its own
+    return os.getpid()
+
+
+async def one_call(service_url: str, room: str, *, hold: Any, arrived: Any) -> CallResult:
+    """One scripted call; ``arrived.put(room)`` when its turns are done (or it failed); it then stays in the
     room until ``hold`` is set, so the worker's memory is sampled with every call live."""
     from harness.app_client import AppClient, fetch_token
 
@@ -143,8 +162,8 @@ async def one_call(service_url: str, room: str, *, hold: asyncio.Event, arrived:
     except Exception as error:  # noqa: BLE001 - a failed call is a result, not a crash of the benchmark
         result.error = f"{type(error).__name__}: {str(error)[:160]}"
     try:
-        arrived.release()
-        await hold.wait()
+        arrived.put(room)
+        await asyncio.to_thread(hold.wait)
     finally:
         if app is not None:
             await app.leave()
@@ -217,19 +236,32 @@ def stage_summary(turns: list[TurnTimes], records: list[dict[str, float | str]],
 
 
 async def run_level(n: int, *, label: str, service_url: str, worker_pgid: int, prefix: str,
-                    turn_log: Path | None = None, providers: object | None = None) -> dict[str, object]:
-    hold = asyncio.Event()
-    arrived = asyncio.Semaphore(0)
+                    turn_log: Path | None = None, providers: object | None = None, rounds: int = 1) -> dict[str, object]:
+    """``rounds`` times N concurrent calls (one round after the other): more turns per percentile; the memory
+    figures are the largest of the rounds, each sampled while all N calls of the round were live."""
     cpu_before, wall_before = tree_cpu_seconds(worker_pgid), time.monotonic()
     idle_pss, idle_uss, _ = tree_memory(worker_pgid)
-    tasks = [asyncio.create_task(one_call(service_url, f"{prefix}-{label}-{n}-{i}", hold=hold, arrived=arrived))
-             for i in range(n)]
-    for _ in range(n):
-        await arrived.acquire()
-    await asyncio.sleep(1.0)
-    peak_pss, peak_uss, procs = tree_memory(worker_pgid)  # every call still in its room
-    hold.set()
-    results = await asyncio.gather(*tasks)
+    results: list[CallResult] = []
+    peak_pss = peak_uss = 0.0
+    procs = 0
+    loop = asyncio.get_running_loop()
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Manager() as manager, ProcessPoolExecutor(max_workers=n, mp_context=spawn) as pool:
+        await asyncio.gather(*(loop.run_in_executor(pool, warm_process, 1.0) for _ in range(n)))
+        for round_ in range(rounds):
+            hold, arrived = manager.Event(), manager.Queue()
+            calls = [loop.run_in_executor(pool, call_in_process, service_url, f"{prefix}-{label}-{n}-{round_}-{i}",
+                                          arrived, hold) for i in range(n)]
+            for _ in range(n):
+                await asyncio.to_thread(arrived.get)
+            await asyncio.sleep(1.0)
+            pss, uss, count = tree_memory(worker_pgid)  # every call of the round still in its room
+            if pss > peak_pss:
+                peak_pss, peak_uss, procs = pss, uss, count
+            hold.set()
+            results += await asyncio.gather(*calls)
+            if round_ + 1 < rounds:
+                await asyncio.sleep(5.0)  # the jobs end (reconnect grace 2 s), the pool refills
     cpu = tree_cpu_seconds(worker_pgid) - cpu_before
     wall = time.monotonic() - wall_before
     turns = [t for r in results for t in r.turns]
@@ -263,6 +295,8 @@ async def main() -> int:
     parser.add_argument("--llm-latency", type=float, default=0.3, help="seconds before the scripted LLM answers")
     parser.add_argument("--tts-latency", type=float, default=0.1, help="seconds before the scripted TTS answers")
     parser.add_argument("--idle-processes", default="4")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat each level's N concurrent calls this many times, for more turns per percentile")
     parser.add_argument("--only", choices=("ours", "bare"), default=None)
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE]",
                         help="one more worker of ours with these settings (its own agent name and token service), "
@@ -315,7 +349,9 @@ async def main() -> int:
         user_id, name, _spoken, written = USERS["john"]
         subprocess.run([sys.executable, "-m", "gocare_voice", "users", "add", user_id, name, written,
                         "--database-url", db], check=True, capture_output=True, env=_clean_env({}))
-        extra = {"GOCARE_WORKER_IDLE_PROCESSES": args.idle_processes, "LOG_LEVEL": "INFO"}
+        # a call the bench hung up on ends 2 s later (not the default 15 s): the next round gets the pool back
+        extra = {"GOCARE_WORKER_IDLE_PROCESSES": args.idle_processes, "LOG_LEVEL": "INFO",
+                 "GOCARE_RECONNECT_GRACE": "2"}
         ours = start_worker(name="worker", livekit=server, providers=providers, users_db=db, logs=logs, extra=extra)
         cleanup.callback(ours.process.stop)
         ours_service = start_token_service(name="token-service", livekit=server, logs=logs, providers=providers,
@@ -371,11 +407,11 @@ async def main() -> int:
             failed = False
             for label, url, pgid, turn_log in order:
                 row = await run_level(n, label=label, service_url=url, worker_pgid=pgid, prefix=f"b{int(time.time())}",
-                                      turn_log=turn_log, providers=providers)
+                                      turn_log=turn_log, providers=providers, rounds=args.rounds)
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if not k.startswith("raw_")}), flush=True)
                 failed = failed or bool(row["failed"])
-                await asyncio.sleep(20)  # the rooms close (reconnect grace), the pool refills
+                await asyncio.sleep(8)  # the rooms close (reconnect grace), the pool refills
             if failed:
                 print(f"calls failed at N={n}; stopping", flush=True)
                 break
@@ -388,7 +424,7 @@ async def main() -> int:
 
 def print_report(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
     print(f"\n`python bench/bench_rooms.py --sessions {args.sessions} --llm-latency {args.llm_latency} "
-          f"--tts-latency {args.tts_latency} --idle-processes {args.idle_processes}"
+          f"--tts-latency {args.tts_latency} --idle-processes {args.idle_processes} --rounds {args.rounds}"
           f"{' --records-ab' if args.records_ab else ''}"
           f"{''.join(f' --variant {v}' for v in args.variant)}` on {platform.node()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}\n")

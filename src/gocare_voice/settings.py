@@ -357,12 +357,14 @@ class Settings(BaseSettings):
     endpointing_min_delay: float = Field(0.3, ge=0, le=5, validation_alias="GOCARE_ENDPOINTING_MIN_DELAY")
     """Seconds of silence after the caller's speech before their turn can end when the end-of-turn model says
     they are done (livekit's default for its turn detector)."""
-    endpointing_max_delay: float = Field(2.5, ge=0, le=10, validation_alias="GOCARE_ENDPOINTING_MAX_DELAY")
+    endpointing_max_delay: float = Field(1.2, ge=0, le=10, validation_alias="GOCARE_ENDPOINTING_MAX_DELAY")
     """Seconds the agent waits when the model says the caller is probably not done ("I wanted to ask..."):
-    the longest a caller's pause can be without being answered (livekit's default for its turn detector)."""
+    the longest pause a caller can make mid-sentence without being answered (livekit's default is 2.5)."""
     number_endpointing: bool = Field(True, validation_alias="GOCARE_NUMBER_ENDPOINTING")
-    """During the number check, end the turn as soon as it is a complete number for ``GOCARE_PHONE_REGION``
-    instead of waiting ``GOCARE_ENDPOINTING_MAX_DELAY`` (the model reads a bare number as unfinished)."""
+    """During the number check, the phone parser sets the pause: a complete number for ``GOCARE_PHONE_REGION``
+    ends the turn at once, digits that are not a number yet get ``GOCARE_NUMBER_MAX_PAUSE``."""
+    number_max_pause: float = Field(2.5, ge=0, le=10, validation_alias="GOCARE_NUMBER_MAX_PAUSE")
+    """Seconds a caller may pause between the groups of a number they are still saying ("98765 ... 43210")."""
     preemptive_tts: bool = Field(True, validation_alias="GOCARE_PREEMPTIVE_TTS")
     """Start speaking the reply (TTS) before the turn is committed, as livekit-agents already does with the
     LLM; a reply the caller's further words make obsolete is thrown away, unheard."""

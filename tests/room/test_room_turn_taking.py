@@ -59,8 +59,10 @@ async def test_a_number_said_in_groups_is_not_cut_off_after_the_first(worker, to
         await asyncio.sleep(0.5)
         scripted.deepgram.script_live("98765", "43210")
         started = time.monotonic()
+        # 1.5 s between the groups: longer than the pause a sentence gets (GOCARE_ENDPOINTING_MAX_DELAY, 1.2 s);
+        # digits that are not a number yet get GOCARE_NUMBER_MAX_PAUSE (2.5 s)
         first_end, last_end = await app.say_with_pauses("nine eight seven six five", "four three two one zero",
-                                                        pause=1.0)
+                                                        pause=1.5)
         await app.wait_agent_says(re.escape(WELCOME_BACK), since=started, timeout=30)
         heard = [u.transcript for u in scripted.deepgram.live_utterances()]
         assert heard[-2:] == ["98765", "43210"], heard

@@ -285,6 +285,7 @@ async def run_job(
             session, region=settings.phone_region,
             waiting_for_number=lambda: isinstance(session.current_agent, AuthenticationAgent) and not state.authenticated,
             min_delay=settings.endpointing_min_delay, max_delay=settings.endpointing_max_delay,
+            number_max_pause=settings.number_max_pause,
         )
 
     def _switch(mode: str) -> Any:
