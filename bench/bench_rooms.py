@@ -113,6 +113,30 @@ def tree_cpu_seconds(pgid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy(interval: float = 1.0) -> float:
+    """The share of all CPUs in use over ``interval`` seconds (/proc/stat)."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    busy0, total0 = sample()
+    time.sleep(interval)
+    busy1, total1 = sample()
+    return (busy1 - busy0) / max(1, total1 - total0)
+
+
+async def settle(*, below: float = 0.35, limit: float = 45.0) -> float:
+    """Wait until the machine is quiet again (the last calls' jobs ended, their rooms closed): the next worker
+    or round must not pay for the previous one's leftovers. Returns the seconds waited (at most ``limit``)."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if await asyncio.to_thread(machine_busy) < below:
+            break
+    return time.monotonic() - started
+
+
 def call_in_process(service_url: str, room: str, arrived: Any, hold: Any) -> CallResult:
     """One app user in a process of its own (a spawned pool process): N clients decoding audio in one Python
     process, beside the scripted providers' threads, starved each other of the GIL at N=5 (the users' audio
@@ -261,7 +285,8 @@ async def run_level(n: int, *, label: str, service_url: str, worker_pgid: int, p
             hold.set()
             results += await asyncio.gather(*calls)
             if round_ + 1 < rounds:
-                await asyncio.sleep(5.0)  # the jobs end (reconnect grace 2 s), the pool refills
+                await asyncio.sleep(3.0)  # the jobs end (reconnect grace 2 s), the pool refills
+                await settle()
     cpu = tree_cpu_seconds(worker_pgid) - cpu_before
     wall = time.monotonic() - wall_before
     turns = [t for r in results for t in r.turns]
@@ -411,7 +436,8 @@ async def main() -> int:
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if not k.startswith("raw_")}), flush=True)
                 failed = failed or bool(row["failed"])
-                await asyncio.sleep(8)  # the rooms close (reconnect grace), the pool refills
+                await asyncio.sleep(3)  # the rooms close (reconnect grace), the pool refills
+                await settle()
             if failed:
                 print(f"calls failed at N={n}; stopping", flush=True)
                 break
