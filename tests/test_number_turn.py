@@ -21,7 +21,7 @@ def test_digits_that_are_not_a_number_yet_are_partial(said: str) -> None:
     assert turn.state == PARTIAL
 
 
-@pytest.mark.parametrize("said", ["hello", "I don't remember it", ""])
+@pytest.mark.parametrize("said", ["hello", "I don't remember it", "", "one moment", "oh, I don't know it", "98"])
 def test_words_without_digits_are_no_number(said: str) -> None:
     turn = NumberTurn(region="IN")
     assert not turn.heard(said)

@@ -252,3 +252,20 @@ def test_groq_base_url_defaults_to_groq_and_a_blank_value_means_the_default(tmp_
     assert load_settings(env_file=env).groq_base_url == GROQ_BASE_URL
     env.write_text("GROQ_API_KEY=gq\nGOCARE_GROQ_BASE_URL=http://127.0.0.1:9/openai/v1\n")
     assert load_settings(env_file=env).groq_base_url == "http://127.0.0.1:9/openai/v1"
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"GOCARE_ENDPOINTING_MIN_DELAY": "2", "GOCARE_ENDPOINTING_MAX_DELAY": "1"}, "GOCARE_ENDPOINTING_MIN_DELAY"),
+    ({"GOCARE_ENDPOINTING_MAX_DELAY": "3", "GOCARE_NUMBER_MAX_PAUSE": "2"}, "GOCARE_NUMBER_MAX_PAUSE"),
+])
+def test_turn_taking_delays_that_contradict_each_other_are_refused(env: dict[str, str], named: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match=named):
+        Settings()
+
+
+def test_the_turn_taking_defaults_are_consistent() -> None:
+    settings = Settings()
+    assert settings.endpointing_min_delay <= settings.endpointing_max_delay <= settings.number_max_pause

@@ -12,6 +12,7 @@ from gocare_voice.worker.latency import LOG_FIELD, TurnLatency, TurnLatencyTrack
 USER = {"stopped_speaking_at": 100.0, "transcription_delay": 0.52, "end_of_turn_delay": 0.61,
         "on_user_turn_completed_delay": 0.001}
 REPLY = {"started_speaking_at": 101.25, "llm_node_ttft": 0.31, "tts_node_ttfb": 0.12, "e2e_latency": 1.25}
+"""livekit's own pairing: e2e_latency = started_speaking_at - the answered speech's stopped_speaking_at."""
 
 
 def test_a_reply_after_a_user_turn_is_one_turn_with_its_stages() -> None:
@@ -26,25 +27,44 @@ def test_a_reply_after_a_user_turn_is_one_turn_with_its_stages() -> None:
     assert turn.as_dict()["stopped_speaking_at"] == 100.0 and turn.as_dict()["first_audio_at"] == 101.25
 
 
-def test_the_greeting_and_a_second_reply_to_the_same_turn_are_not_turns() -> None:
+def test_the_greeting_an_intro_and_a_reply_to_typed_text_are_not_turns() -> None:
     turns: list[TurnLatency] = []
     tracker = TurnLatencyTracker(turns.append)
     tracker.message("assistant", {"started_speaking_at": 99.0})  # the greeting: nobody spoke before it
     tracker.message("user", USER)
     tracker.message("assistant", REPLY)
-    tracker.message("assistant", {**REPLY, "started_speaking_at": 103.0})  # after a tool call: same turn
+    tracker.message("assistant", {"started_speaking_at": 103.0})  # an intro after a mode switch: no e2e_latency
+    tracker.message("user", None)  # typed chat
+    tracker.message("assistant", {"started_speaking_at": 104.0})
     assert len(turns) == 1
 
 
-def test_messages_without_metrics_or_out_of_order_times_are_skipped() -> None:
+def test_a_spoken_turn_replaced_by_typed_text_lends_its_stages_to_no_reply() -> None:
+    """A spoken turn whose reply never played, then typed text: the next reply livekit pairs with speech gets
+    no transcript or end-of-turn stage from the stale message."""
     turns: list[TurnLatency] = []
     tracker = TurnLatencyTracker(turns.append)
-    tracker.message("user", None)
-    tracker.message("user", {"transcription_delay": 0.5})  # typed input: no end of speech
-    tracker.message("assistant", REPLY)
     tracker.message("user", USER)
-    tracker.message("assistant", {"started_speaking_at": 99.0})  # before the end of speech: not this turn
-    tracker.message("assistant", {"started_speaking_at": True})  # not a number
+    tracker.message("user", None)
+    turn = tracker.message("assistant", REPLY)
+    assert turn is not None and turn.stages() == {"llm_ttft": 0.31, "tts_ttfb": 0.12, "total": 1.25}
+
+
+def test_a_user_message_of_another_moment_is_not_this_turns() -> None:
+    turns: list[TurnLatency] = []
+    tracker = TurnLatencyTracker(turns.append)
+    tracker.message("user", {**USER, "stopped_speaking_at": 90.0})
+    turn = tracker.message("assistant", REPLY)  # livekit says it answered speech that ended at 100.0
+    assert turn is not None and turn.stopped_speaking_at == pytest.approx(100.0)
+    assert "transcript" not in turn.stages() and "end_of_turn" not in turn.stages()
+
+
+def test_bad_numbers_are_skipped() -> None:
+    turns: list[TurnLatency] = []
+    tracker = TurnLatencyTracker(turns.append)
+    tracker.message("user", USER)
+    tracker.message("assistant", {"started_speaking_at": True, "e2e_latency": 1.0})  # not a number
+    tracker.message("assistant", {"started_speaking_at": 101.0, "e2e_latency": -1.0})
     assert turns == []
     tracker.message("assistant", REPLY)  # the real answer still pairs with the waiting turn
     assert len(turns) == 1

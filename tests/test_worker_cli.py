@@ -222,11 +222,15 @@ def test_a_worker_that_never_refuses_reports_a_load_below_full(threshold: float)
     assert 0.0 <= load <= REPORTED_LOAD_CEILING < 1.0
 
 
-def test_a_worker_with_a_real_threshold_keeps_livekits_load() -> None:
-    from gocare_voice.worker.server import build_server
+def test_a_worker_with_a_real_threshold_still_reports_itself_full_from_it() -> None:
+    """The cap is on for every worker (``worker dev``'s own default threshold is inf too); below 1 it changes
+    nothing: the worker compares the same capped figure with its threshold."""
+    from gocare_voice.worker.server import REPORTED_LOAD_CEILING, build_server, reported_load_below_full
 
-    assert build_server(Settings(worker_load_threshold=0.7)).load_fnc is None
-    assert build_server(Settings()).load_fnc is None
+    for settings in (Settings(worker_load_threshold=0.7), Settings()):
+        server = build_server(settings)
+        assert server.load_fnc is reported_load_below_full
+    assert 0.7 < REPORTED_LOAD_CEILING  # a saturated worker still reaches a 0.7 threshold, so it reports itself full
 
 
 def test_the_load_cap_applies_when_livekit_reports_full(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -570,9 +570,19 @@ class Settings(BaseSettings):
                 "health server); use another port"
             )
         problems.extend(self._call_record_problems())
+        problems.extend(self._turn_taking_problems())
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _turn_taking_problems(self) -> list[str]:
+        problems = []
+        if self.endpointing_min_delay > self.endpointing_max_delay:
+            problems.append("GOCARE_ENDPOINTING_MIN_DELAY: must not be longer than GOCARE_ENDPOINTING_MAX_DELAY")
+        if self.number_max_pause < self.endpointing_max_delay:
+            problems.append("GOCARE_NUMBER_MAX_PAUSE: must not be shorter than GOCARE_ENDPOINTING_MAX_DELAY (a number "
+                            "being said would get less patience than a sentence)")
+        return problems
 
     def _call_record_problems(self) -> list[str]:
         problems: list[str] = []

@@ -12,6 +12,8 @@ import time
 import pytest
 
 from calls import GREETING_JOHN, WELCOME_BACK, join_as_john, script_number_check, verified_call
+from harness.app_client import MIC_RATE
+from scripted.audio_tools import speech_pcm
 from scripted.openai_server import Reply, Rule
 
 pytestmark = [pytest.mark.livekit, pytest.mark.timeout(180)]
@@ -93,8 +95,11 @@ async def test_speaking_over_the_agent_stops_its_audio(worker, token_service, sc
         await app.say("tell me everything")
         reply_began = await app.wait_agent_speech(since=asked, seconds=1.0, timeout=30)
         await asyncio.sleep(1.0)
+        # synthesized before the clock starts: the 2 s bound below is the agent's, not espeak's
+        interruption = await asyncio.to_thread(speech_pcm, "stop please, stop", rate=MIC_RATE)
         interrupted_at = time.monotonic()
-        await app.say("stop please, stop")
+        assert app.microphone is not None
+        await app.microphone.play(interruption)
         await app.wait_agent_says(r"Okay, stopping", since=interrupted_at, timeout=30)
         # the agent's audio since its long answer began, as (start, end) runs of speech
         loud = [t for t, _ in app.agent_audio.loud_since(reply_began)]

@@ -4,7 +4,8 @@ Read off livekit-agents' own per-turn measurements (``ChatMessage.metrics``), no
 
 - the user's message carries ``stopped_speaking_at`` (the end of their speech, as the VAD saw it),
   ``transcription_delay`` (that moment -> the final transcript) and ``end_of_turn_delay`` (-> the turn committed);
-- the agent's reply carries ``started_speaking_at`` (its first audio frame pushed to the room), ``llm_node_ttft``
+- the agent's reply carries ``started_speaking_at`` (its first audio frame pushed to the room), ``e2e_latency`` (the
+  end of the speech it answered -> that frame; livekit sets it only on a reply to speech), ``llm_node_ttft``
   (the LLM's first token, counted from the LLM's start: with preemptive generation that start precedes the
   commit) and ``tts_node_ttfb`` (the TTS's first audio, counted from its first text).
 
@@ -68,31 +69,34 @@ def _number(metrics: Mapping[str, Any], key: str) -> float | None:
 
 
 class TurnLatencyTracker:
-    """Pairs each user message with the reply that answered it: ``on_turn`` gets one ``TurnLatency`` per reply.
-    Pure (fed each message's role and metrics); ``attach`` wires it to a session."""
+    """One ``TurnLatency`` per reply that answered a spoken turn: ``on_turn`` gets it. livekit pairs them itself: a
+    reply's ``e2e_latency`` is there only when it answered the user's speech (the welcome after a handoff included,
+    a typed message's reply or an intro not); the user's own stages come from the message that ended at that
+    moment. Pure (fed each message's role and metrics); ``attach`` wires it to a session."""
 
     def __init__(self, on_turn: Callable[[TurnLatency], None]) -> None:
         self._on_turn = on_turn
         self._user: Mapping[str, Any] | None = None
 
     def message(self, role: str, metrics: Mapping[str, Any] | None) -> TurnLatency | None:
-        if not metrics:
-            return None
         if role == "user":
-            if _number(metrics, "stopped_speaking_at") is not None:
-                self._user = metrics
+            # a typed message (no metrics) replaces a spoken one still waiting: its reply is not that turn's
+            self._user = metrics if metrics and _number(metrics, "stopped_speaking_at") is not None else None
             return None
-        if role != "assistant" or self._user is None:
-            return None  # the greeting, or a second reply to the same turn (after a tool call)
-        stopped = _number(self._user, "stopped_speaking_at")
+        if role != "assistant" or not metrics:
+            return None
         started = _number(metrics, "started_speaking_at")
-        if stopped is None or started is None or started < stopped:
-            return None
+        e2e = _number(metrics, "e2e_latency")
+        if started is None or e2e is None or e2e < 0:
+            return None  # the greeting, an intro, a reply to typed text, a second reply after a tool call
+        stopped = started - e2e
         user, self._user = self._user, None
+        if user is not None and abs((_number(user, "stopped_speaking_at") or 0.0) - stopped) > 0.05:
+            user = None  # not the message of this turn: its stages would belong to another
         turn = TurnLatency(
             stopped_speaking_at=stopped, first_audio_at=started,
-            transcription_delay=_number(user, "transcription_delay"),
-            end_of_turn_delay=_number(user, "end_of_turn_delay"),
+            transcription_delay=_number(user, "transcription_delay") if user else None,
+            end_of_turn_delay=_number(user, "end_of_turn_delay") if user else None,
             llm_ttft=_number(metrics, "llm_node_ttft"), tts_ttfb=_number(metrics, "tts_node_ttfb"),
         )
         self._on_turn(turn)

@@ -18,13 +18,15 @@ if TYPE_CHECKING:
 REPORTED_LOAD_CEILING = 0.99
 """livekit-server (v1.13.5, ``pkg/service/agentservice.go`` ``selectWorkerWeightedByLoad``) hands a job only to a
 worker whose reported load is below 1.0, whatever the worker's own threshold: a worker that must never refuse a
-call (``GOCARE_WORKER_LOAD_THRESHOLD`` >= 1, e.g. ``inf``) with both cores busy would report 1.0 and the room
-would silently get no agent ("no worker available to handle job", never retried). Such a worker reports its
-load capped just below, so the server's balancing by load still works and the call is still taken."""
+call (``GOCARE_WORKER_LOAD_THRESHOLD`` >= 1, e.g. ``inf``, and ``worker dev``'s default) with both cores busy would
+report 1.0 and the room would silently get no agent ("no worker available to handle job", never retried). So the
+worker reports its load capped just below: the server's balancing by load still works, the call is taken, and a
+worker with a threshold below 1 is unaffected (it compares the same capped figure, so it still reports itself
+full from its threshold on). ``lk_agents_worker_load`` therefore tops out at 0.99."""
 
 
 def reported_load_below_full(server: Any) -> float:
-    """``load_fnc`` for a worker that never refuses: livekit-agents' CPU load, at most ``REPORTED_LOAD_CEILING``."""
+    """``load_fnc``: livekit-agents' CPU load, at most ``REPORTED_LOAD_CEILING``."""
     from gocare_voice.worker.livekit_private import default_worker_load
 
     return min(default_worker_load(server), REPORTED_LOAD_CEILING)
@@ -69,8 +71,7 @@ def build_server(
         options["num_idle_processes"] = settings.worker_idle_processes
     if settings.worker_load_threshold is not None:
         options["load_threshold"] = settings.worker_load_threshold
-        if settings.worker_load_threshold >= 1:
-            options["load_fnc"] = reported_load_below_full
+    options["load_fnc"] = reported_load_below_full
     if settings.worker_job_memory_limit_mb:
         options["job_memory_limit_mb"] = settings.worker_job_memory_limit_mb
     if settings.worker_drain_timeout is not None:
