@@ -3,7 +3,7 @@
 The end-of-turn model reads a bare number ("98765 43210") as an unfinished sentence, so livekit-agents waits
 its longest endpointing delay (``max_delay``) before answering. While the agent waits for the number (the
 number check is current and the caller is not verified yet), every final transcript of the turn is read by the
-phone parser, and the turn's ``max_delay`` follows what it says:
+phone parser, and the turn's endpointing delays follow what it says:
 
 - a complete, valid number for ``GOCARE_PHONE_REGION`` (10 digits, or a country code and 10): ``max_delay`` becomes
   ``min_delay``, the turn ends at once whatever the model says;
@@ -14,9 +14,9 @@ phone parser, and the turn's ``max_delay`` follows what it says:
   after the first group;
 - anything else: the session's delays.
 
-They are put back when the turn is committed (livekit adds the user's message). ``NumberTurn`` is pure (fed transcripts, answers the turn's state);
-``attach`` wires it to a session through public livekit-agents API only (``user_input_transcribed``,
-``conversation_item_added``, ``AgentSession.update_options``).
+They are put back when the turn is committed (livekit adds the user's message). ``NumberTurn`` is pure (fed
+transcripts, answers the turn's state); ``attach`` wires it to a session through public livekit-agents API only
+(``user_input_transcribed``, ``conversation_item_added``, ``AgentSession.update_options``).
 """
 
 from __future__ import annotations
