@@ -12,9 +12,16 @@ Measured at the client: response latency per turn (end of the user's audio -> fi
 silence), cold start (``connect()`` -> first agent audio), token requests; at the worker: CPU and memory of
 the whole process tree (PSS and USS from /proc/<pid>/smaps_rollup), sampled while all N calls are live.
 
-    sudo .venv/bin/python bench/bench_rooms.py --sessions 1,5,10,25,40
+Each turn is also broken down by stage (``STAGES``), on one clock: the worker's per-turn latency log line (ours:
+worker/latency.py; the bare agent writes the same fields), the scripted providers' own clocks, the client's.
+Each app user runs in a process of its own. ``--rounds K`` repeats each level's N calls K times (more turns per
+percentile); ``--variant LABEL:KEY=VALUE,...`` adds a worker of ours with other settings (or, with
+``PYTHONPATH=<checkout>/src``, another checkout's worker) to the same run.
 
-Prints a markdown table and writes bench/results/rooms-<time>.json. Stops early at an N where calls fail.
+    sudo .venv/bin/python bench/bench_rooms.py --sessions 1,5,10,25,40
+    sudo .venv/bin/python bench/bench_rooms.py --sessions 1,5 --rounds 3 --idle-processes 5
+
+Prints markdown tables and writes bench/results/rooms-<time>.json. Stops early at an N where calls fail.
 """
 
 from __future__ import annotations
