@@ -213,6 +213,16 @@ class AppClient:
             self.agent_left_at = time.monotonic()
             self._notify()
 
+    def follow_next_agent(self) -> str | None:
+        """The agent followed so far left: follow the next one. One already in the room is taken at once (a
+        re-dispatched agent can join before the client hears that the dead one left, and its join event then
+        went by while the old one was still followed); otherwise ``wait_agent`` waits for the next join."""
+        gone = self.agent_identity
+        self.agent_identity = next(
+            (p.identity for p in self.room.remote_participants.values()
+             if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and p.identity != gone), None)
+        return self.agent_identity
+
     def _on_data(self, packet: rtc.DataPacket) -> None:
         try:
             payload: Any = json.loads(packet.data.decode("utf-8"))

@@ -238,7 +238,7 @@ async def test_a_killed_job_leaves_its_record_crashed_and_the_next_job_links_to_
         killed_at = time.monotonic()
         os.kill(job_pid(records_worker, room), signal.SIGKILL)
         await app.wait_agent_left(timeout=15)
-        app.agent_identity = None
+        app.follow_next_agent()
         await app.wait_agent(timeout=30)  # dispatched again by the worker's main process
         await app.wait_agent_says(r"^Welcome John", since=killed_at, timeout=30)
         (crashed,) = await reports(receiver, room)  # sent by the main process: the dead job could not

@@ -44,7 +44,7 @@ async def test_job_process_killed_mid_call_the_agent_comes_back_and_greets_again
         # the dead agent is removed at once (LiveKit alone keeps it ~20 s), a new one is dispatched
         await app.wait_agent_left(timeout=15)
         assert app.agent_left_at is not None and app.agent_left_at - killed_at < 10
-        app.agent_identity = None
+        app.follow_next_agent()
         await app.wait_agent(timeout=30)
         assert app.agent_identity != first_agent
         welcome = await app.wait_packet("welcome", since=killed_at, timeout=30)
@@ -70,7 +70,7 @@ async def test_a_job_that_keeps_dying_is_not_dispatched_forever_the_user_is_told
             os.kill(pid, signal.SIGKILL)
             app.agent_left_at = None
             await app.wait_agent_left(timeout=15)
-            app.agent_identity = None
+            app.follow_next_agent()
         told = await app.wait_packet("agent_unavailable", timeout=15)
         assert "call again later" in told["message"]
         await asyncio.sleep(3)
