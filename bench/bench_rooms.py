@@ -390,7 +390,10 @@ async def main() -> int:
                                            extra={"GOCARE_RATE_LIMIT": "off"})
         cleanup.callback(ours_service.process.stop)
         variants: list[tuple[str, str, int, Path]] = []
-        for spec in args.variant:
+        # --records-ab is one variant: the same worker with no call records (ours keeps the development
+        # default, transcript)
+        specs = ["ours-norecords:GOCARE_CALL_RECORDS=off"] if args.records_ab else []
+        for spec in specs + args.variant:
             label, _, pairs = spec.partition(":")
             env = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
             agent = f"multi-assistant-{label}"
@@ -402,17 +405,6 @@ async def main() -> int:
                                                   extra={"GOCARE_AGENT_NAME": agent, "GOCARE_RATE_LIMIT": "off"})
             cleanup.callback(variant_service.process.stop)
             variants.append((label, variant_service.url, variant.process.pid, logs / f"worker-{label}.log"))
-        unrecorded = unrecorded_service = None
-        if args.records_ab:
-            # the same worker with no call records; ours above keeps the development default (transcript)
-            quiet = {**extra, "GOCARE_CALL_RECORDS": "off", "GOCARE_AGENT_NAME": "multi-assistant-norecords"}
-            unrecorded = start_worker(name="worker-norecords", livekit=server, providers=providers, users_db=db,
-                                      logs=logs, extra=quiet)
-            cleanup.callback(unrecorded.process.stop)
-            unrecorded_service = start_token_service(
-                name="token-service-norecords", livekit=server, logs=logs, providers=providers,
-                extra={"GOCARE_AGENT_NAME": "multi-assistant-norecords", "GOCARE_RATE_LIMIT": "off"})
-            cleanup.callback(unrecorded_service.process.stop)
         bare_env = _clean_env({"LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
                                "LIVEKIT_API_SECRET": server.api_secret, **providers.env(), **extra,
                                "GOCARE_WORKER_LOAD_THRESHOLD": "inf", "BARE_AGENT_PORT": str(free_port()),
@@ -428,9 +420,6 @@ async def main() -> int:
         for n in levels:
             order = [("ours", ours_service.url, ours.process.pid, logs / "worker.log"),
                      ("bare", bare_service.url, bare.pid, logs / "bare-turns.jsonl")]
-            if unrecorded is not None and unrecorded_service is not None:
-                order.insert(1, ("ours-norecords", unrecorded_service.url, unrecorded.process.pid,
-                                 logs / "worker-norecords.log"))
             order[1:1] = variants
             if n % 2:  # alternate who goes first, so neither always gets the fresher machine
                 order.reverse()
