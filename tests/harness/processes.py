@@ -7,6 +7,7 @@ started (the worker's job processes), and nothing else: the signal goes to that 
 
 from __future__ import annotations
 
+import codecs
 import os
 import random
 import re
@@ -21,6 +22,10 @@ import httpx
 
 
 _handed_out: set[tuple[int, int]] = set()
+
+RESCAN_CHARS = 20_000
+"""``wait_for_log`` looks again at this much of what it already searched: a pattern spans a line or a few,
+never more."""
 
 
 def _ephemeral_low() -> int:
@@ -91,14 +96,26 @@ class ManagedProcess:
             env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
         )
         self.pid = self.process.pid
-        self._log_offset = 0
+        self._text = ""
+        self._read_bytes = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     # --- what it said ----------------------------------------------------------------------------
     def log_text(self) -> str:
+        """Everything the process logged so far. Read incrementally: waits poll this ten times a second, and
+        a worker's DEBUG log grows past a megabyte in a run."""
         try:
-            return self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as log:
+                if os.fstat(log.fileno()).st_size < self._read_bytes:  # truncated (a new process, same path)
+                    self._text, self._read_bytes = "", 0
+                    self._decoder.reset()
+                log.seek(self._read_bytes)
+                fresh = log.read()
         except OSError:
-            return ""
+            return self._text
+        self._read_bytes += len(fresh)
+        self._text += self._decoder.decode(fresh)
+        return self._text
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
@@ -115,10 +132,14 @@ class ManagedProcess:
         the process exits or the time runs out."""
         deadline = time.monotonic() + timeout
         regex = re.compile(pattern)
+        searched = since
         while True:
-            found = regex.search(self.log_text(), since)
+            text = self.log_text()
+            # a match lies within a few lines: look again only from shortly before where the last look ended
+            found = regex.search(text, max(since, searched - RESCAN_CHARS))
             if found:
                 return found
+            searched = len(text)
             if self.process.poll() is not None:
                 raise ProcessFailed(f"{self.name} exited ({self.process.returncode}) before logging {pattern!r}:\n{self.tail()}")
             if time.monotonic() > deadline:
@@ -135,13 +156,15 @@ class ManagedProcess:
             time.sleep(0.1)
 
     def wait_http(self, url: str, *, timeout: float) -> None:
-        def answers() -> bool:
-            try:
-                return httpx.get(url, timeout=1.0).status_code < 500
-            except httpx.HTTPError:
-                return False
+        # one client for all the polls: each new client loads the CA bundle (~40 ms of CPU)
+        with httpx.Client(timeout=1.0) as http:
+            def answers() -> bool:
+                try:
+                    return http.get(url).status_code < 500
+                except httpx.HTTPError:
+                    return False
 
-        self.wait_until(answers, timeout=timeout, what=f"{url} answering")
+            self.wait_until(answers, timeout=timeout, what=f"{url} answering")
 
     def children(self) -> list[int]:
         """PIDs of the processes this one started (direct children), e.g. the worker's job processes."""

@@ -47,53 +47,11 @@ def prewarm(proc: Any) -> None:
         local_inference.init_eot()  # no-op when the forkserver already preloaded it
     except Exception as error:  # noqa: BLE001 - turn detection falls back to VAD; say so, keep going
         logger.warning("local end-of-turn model not preloaded: %s: %s", type(error).__name__, error)
-    # our own heavy imports (SQLAlchemy, phonenumbers' metadata, the agents), here rather than inside the
-    # first job's event loop, where livekit-agents reports them as a blocked loop
-    import gocare_voice.conversation.agents
-    import gocare_voice.conversation.directory
-    import gocare_voice.records.store
-    import gocare_voice.worker.recording  # noqa: F401 - imported for their side effect: loaded in prewarm, not in the first call
-
-    try:
-        # the openai SDK imports its chat resources lazily on the first request: a ~150 ms stall of the
-        # session's event loop in the middle of the first turn otherwise; its HTTP stack imports anyio's
-        # locks on the first request too (~100 ms, seen in the room tests)
-        import openai.resources.chat.completions  # noqa: F401 - imported for its side effect: loaded in prewarm, not in the first call
-
-        _import_all_of_anyio()
-        # and the first HTTP client of a process loads the CA bundle (~150 ms): the LLM/TTS plugins each
-        # build one when the session is created
-        import httpx2
-
-        httpx2.AsyncClient()
-    except ImportError:
-        pass
-    try:
-        # the job's shared aiohttp session (Deepgram's streaming STT opens it when the user's audio starts)
-        # builds its TLS context on the event loop: 100-250 ms of stalled audio at the start of every call,
-        # seen in the room tests. livekit-agents caches that context per process, so build it here.
-        from gocare_voice.worker.livekit_private import preload_tls_context
-
-        preload_tls_context()
-    except Exception as error:  # noqa: BLE001 - a private helper of livekit-agents (pinned by a test): say so
-        logger.debug("TLS context not preloaded: %s: %s", type(error).__name__, error)
-
-
-def _import_all_of_anyio() -> None:
-    """anyio imports its parts lazily, one on each first use by the LLM/TTS clients' HTTP stack (each
-    100-120 ms of a stalled call in the room tests' logs, one after another): import them all here."""
-    import importlib
-    import pkgutil
-
-    import anyio
-
-    for module in pkgutil.walk_packages(anyio.__path__, "anyio."):
-        if module.name.startswith(("anyio.pytest_plugin", "anyio._backends._trio")):
-            continue
-        try:
-            importlib.import_module(module.name)
-        except Exception:  # noqa: BLE001 - an optional part (a missing extra) is not ours to load
-            continue
+    # our heavy imports, the openai SDK's chat resources, anyio, the first HTTP client and TLS context: here
+    # rather than inside the first job's event loop, where livekit-agents reports them as a blocked loop. A
+    # no-op in a job process forked from the worker's forkserver, which imported it once for all of them
+    # (``preload_modules`` in worker/server.py)
+    import gocare_voice.worker.job_preload  # noqa: F401 - imported for its side effect
 
 
 def _vad_for(ctx: Any) -> Any:

@@ -24,6 +24,10 @@ worker reports its load capped just below: the server's balancing by load still 
 worker with a threshold below 1 is unaffected (it compares the same capped figure, so it still reports itself
 full from its threshold on). ``lk_agents_worker_load`` therefore tops out at 0.99."""
 
+JOB_PRELOAD_MODULE = "gocare_voice.worker.job_preload"
+"""Handed to livekit-agents' ``preload_modules``: imported once in the forkserver (Linux) and inherited by
+every job process, instead of once per job process in ``prewarm``."""
+
 
 def reported_load_below_full(server: Any) -> float:
     """``load_fnc``: livekit-agents' CPU load, at most ``REPORTED_LOAD_CEILING``."""
@@ -58,6 +62,9 @@ def build_server(
         "api_secret": settings.livekit_api_secret.get_secret_value(),
         "max_retry": settings.livekit_connect_retries,
         "setup_fnc": prewarm,
+        # imported once in the forkserver on Linux and shared by every job process (worker/job_preload.py);
+        # without it each job process paid ~1 CPU-second importing the same modules in its prewarm
+        "preload_modules": [JOB_PRELOAD_MODULE],
         # livekit-agents spells it WARN and refuses WARNING, the spelling of Python's logging (and ours)
         "log_level": "WARN" if settings.log_level == "WARNING" else settings.log_level,
         "port": settings.worker_port,
