@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 import socket
 import threading
@@ -369,6 +370,39 @@ def test_llm_not_configured(settings_for, recordings, deepgram_server, caplog) -
     assert "LLM_API_KEY" not in body["detail"] and "_" not in body["detail"]
     assert body["detail"] == "Voice messages are not available right now: the language model is not set up on the server."
     assert any("LLM_API_KEY" in r.getMessage() for r in caplog.records)
+
+
+def test_stt_not_configured_is_answered_without_loading_livekit_agents(recordings, tmp_path) -> None:
+    """The token service with no Deepgram key (``gocare token-server`` with no configuration at all): an upload
+    is answered 503 ``stt_not_configured`` in words, and the service never imported livekit-agents or a plugin
+    (the first stage cannot run, so nothing past it is built). In a process of its own: this test process
+    has imported livekit-agents long ago."""
+    import json
+    import subprocess
+    import sys
+
+    recording = tmp_path / "a.mp3"
+    recording.write_bytes(recordings.bytes("mp3"))
+    script = (
+        "import json, sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from gocare_voice.settings import Settings\n"
+        "from gocare_voice.token_service.app import create_app\n"
+        "with TestClient(create_app(Settings(_env_file=None))) as client:\n"
+        f"    with open({str(recording)!r}, 'rb') as f:\n"
+        "        answer = client.post('/voice/upload', files={'file': ('a.mp3', f, 'audio/mpeg')})\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('livekit.agents', 'livekit.plugins')))\n"
+        "print(json.dumps({'status': answer.status_code, 'body': answer.json(), 'loaded': loaded}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEEPGRAM_", "LLM_", "GOCARE_", "LIVEKIT_"))}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["status"] == 503 and result["body"]["error"] == "stt_not_configured", result
+    assert result["body"]["detail"] == (
+        "Voice messages are not available right now: the speech-to-text service is not set up on the server.")
+    assert result["loaded"] == []
 
 
 class _HideAzurePlugin:

@@ -23,13 +23,16 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gocare_voice.audio import SPEECH_FORMAT, AudioError, AudioWorkers, DecodedAudio, shared_audio_workers
 from gocare_voice.conversation.identity import first_name as first_name_of
 from gocare_voice.conversation.prompts import upload_instructions
 from gocare_voice.settings import Settings
 from gocare_voice.voice_upload.notify import notify_room
+
+if TYPE_CHECKING:
+    from livekit.agents import APIConnectOptions
 
 log = logging.getLogger("gocare.voice_upload")
 
@@ -108,29 +111,40 @@ class VoiceUploadPipeline:
     """Built once per app (``build_voice_router``); ``process`` is safe to call concurrently."""
 
     def __init__(self, *, settings: Settings, audio: AudioWorkers | None = None, max_retry: int = 1) -> None:
+        from gocare_voice.providers import STT_PROVIDERS
+
+        self._settings = settings
+        self.audio = audio or shared_audio_workers()
+        # the transcript is the first stage: without its provider every upload is answered "not configured"
+        # at once, and the service needs neither livekit-agents nor its plugins (a token service started
+        # with no configuration at all comes up in a third of the time, without ~100 MiB of imports)
+        self._stt_missing = STT_PROVIDERS[settings.stt_provider].missing(settings)
+        self._conn_options: APIConnectOptions | None = None
+        self._llm_options: APIConnectOptions | None = None
+        if not self._stt_missing:
+            self._load_livekit(max_retry)
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Providers] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _load_livekit(self, max_retry: int) -> None:
         from livekit.agents import APIConnectOptions
 
+        from gocare_voice.logging_setup import quiet_livekit_noise
         from gocare_voice.providers import import_plugins
 
         # livekit plugins register themselves on import and refuse to do so off the main thread; the app is
         # built on the main thread, requests may run elsewhere (TestClient's portal), so import them now
         # (without Silero VAD, +27 MiB, which uploads do not use)
-        import_plugins(settings, vad=False)
-
-        from gocare_voice.logging_setup import quiet_livekit_noise
-
+        import_plugins(self._settings, vad=False)
         quiet_livekit_noise()  # the app may run under any log configuration (uvicorn, tests, a host app)
-        self._settings = settings
-        self.audio = audio or shared_audio_workers()
+        settings = self._settings
         self._conn_options = APIConnectOptions(
             max_retry=max_retry, retry_interval=0.5, timeout=min(10.0, settings.stage_timeout)
         )
         # the language model's attempt is bounded by GOCARE_LLM_TIMEOUT, as in the worker (10 s by default)
         self._llm_options = APIConnectOptions(
             max_retry=max_retry, retry_interval=0.5, timeout=min(settings.llm_timeout, settings.stage_timeout)
-        )
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Providers] = (
-            weakref.WeakKeyDictionary()
         )
 
     # --- providers -------------------------------------------------------------------------------
@@ -144,6 +158,9 @@ class VoiceUploadPipeline:
 
     def _build(self) -> _Providers:
         from gocare_voice.providers import ProviderConfigError, build_llm, build_stt, build_tts
+
+        if self._stt_missing:  # nothing past the transcript can run: build nothing, import no plugin
+            return _Providers(problems={"stt": list(self._stt_missing)})
 
         import aiohttp
 
@@ -226,8 +243,6 @@ class VoiceUploadPipeline:
     async def _stage(
         self, stage: str, providers: _Providers, result: UploadResult, run: Callable[[Any], Awaitable[T]]
     ) -> T:
-        from livekit.agents import APIConnectionError, APIError, APIStatusError, APITimeoutError
-
         label = STAGE_LABELS[stage]
         if stage in providers.problems:
             # the setting names are for the operator (logged); the detail is a sentence for the app's user
@@ -236,6 +251,8 @@ class VoiceUploadPipeline:
                 stage=stage, status=503, error=f"{stage}_not_configured",
                 detail=f"Voice messages are not available right now: the {label} is not set up on the server.",
             ))
+        from livekit.agents import APIConnectionError, APIError, APIStatusError, APITimeoutError
+
         instance = getattr(providers, stage)
         timeout = self._settings.stage_timeout
         started = time.perf_counter()

@@ -30,7 +30,6 @@ def _our_modules() -> None:
     import gocare_voice.conversation.agents
     import gocare_voice.conversation.directory
     import gocare_voice.records.store
-    import gocare_voice.worker.entrypoint
     import gocare_voice.worker.recording  # noqa: F401 - imported for the side effect: loaded once, not in the first call
 
 
