@@ -162,6 +162,7 @@ class AppClient:
         self.room.on("participant_connected", self._on_participant)
         self.room.on("participant_disconnected", self._on_participant_left)
         self.room.on("track_subscribed", self._on_track)
+        self.room.on("participant_attributes_changed", lambda *_: self._notify())
         self.room.register_text_stream_handler("lk.transcription", self._on_transcription)
 
     # --- joining and leaving -------------------------------------------------------------------
@@ -288,6 +289,16 @@ class AppClient:
 
     async def wait_agent(self, *, timeout: float = 20) -> str:
         return await self.wait_for(lambda: self.agent_identity, timeout=timeout, what="agent joined")
+
+    def agent_state(self) -> str | None:
+        """What livekit-agents says its agent is doing (``lk.agent.state``: listening, thinking, speaking)."""
+        agent = self.room.remote_participants.get(self.agent_identity or "")
+        return agent.attributes.get("lk.agent.state") if agent is not None else None
+
+    async def wait_agent_listening(self, *, timeout: float = 30) -> None:
+        """Until the agent has finished speaking (its audio played out) and listens again."""
+        await self.wait_for(lambda: self.agent_state() == "listening", timeout=timeout, what="agent listening",
+                            seen=lambda: f"agent state {self.agent_state()!r}; {self.describe()}")
 
     async def wait_packet(self, kind: str, *, since: float = 0.0, timeout: float = 20, topic: str = "gocare") -> dict[str, Any]:
         def check() -> dict[str, Any] | None:

@@ -100,10 +100,17 @@ class Providers:
         }
 
 
+AGENT_WORDS_PER_MINUTE = 280
+"""The agent's scripted voices speak 1.6 times as fast as espeak-ng's own 175 words a minute: a room test waits
+for every word the agent says (a greeting takes 2.0 s instead of 3.5). The caller's microphone keeps espeak-ng's
+own rate: that speech is what the worker's VAD, end-of-turn model and STT judge."""
+
+
 @pytest.fixture(scope="session")
 def providers() -> Iterator[Providers]:
-    with ScriptedOpenAIServer() as llm, ScriptedSpeechServer(api_key=TTS_KEY) as speech, \
-            ScriptedDeepgramServer(api_key=DEEPGRAM_KEY) as deepgram:
+    with ScriptedOpenAIServer() as llm, \
+            ScriptedSpeechServer(api_key=TTS_KEY, words_per_minute=AGENT_WORDS_PER_MINUTE) as speech, \
+            ScriptedDeepgramServer(api_key=DEEPGRAM_KEY, speak_words_per_minute=AGENT_WORDS_PER_MINUTE) as deepgram:
         yield Providers(llm=llm, speech=speech, deepgram=deepgram)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from calls import GREETING_JOHN
-from conftest import Providers, RunningWorker, TokenService, start_token_service, start_worker
+from conftest import AGENT_WORDS_PER_MINUTE, Providers, RunningWorker, TokenService, start_token_service, start_worker
 from harness.app_client import AppClient
 from scripted.azure_tts_server import ScriptedAzureTTSServer
 
@@ -23,7 +23,7 @@ AZURE_AGENT = "multi-assistant-azure"
 
 @pytest.fixture(scope="module")
 def azure() -> Iterator[ScriptedAzureTTSServer]:
-    with ScriptedAzureTTSServer() as server:
+    with ScriptedAzureTTSServer(words_per_minute=AGENT_WORDS_PER_MINUTE) as server:
         yield server
 
 

@@ -61,7 +61,7 @@ async def test_llm_hanging_gives_the_apology_within_the_configured_bound(worker,
 async def test_speech_service_failing_the_fallback_speaks(worker, token_service, scripted, room_name):
     app = await verified_call(token_service.url, room_name, scripted)
     try:
-        scripted.llm.script(Rule(user="opening hours", reply=Reply(text="The clinic opens at eight.")))
+        scripted.llm.script(Rule(user="opening hours", reply=Reply(text="The clinic opens at eight in the morning, every day of the week.")))
         scripted.speech.fail_status = 503
         said_at = time.monotonic()
         scripted.deepgram.script_live("What are the opening hours?")

@@ -28,7 +28,7 @@ def _finals(app, since: float) -> list[str]:
 async def test_a_pause_mid_sentence_gets_one_reply_after_the_end(worker, token_service, scripted, room_name):
     app = await verified_call(token_service.url, room_name, scripted)
     try:
-        await asyncio.sleep(3.0)  # the welcome plays out
+        await app.wait_agent_listening()  # the welcome played out
         scripted.llm.script(Rule(user="I wanted to ask about my appointment",
                                  reply=Reply(text="Your appointment is on Monday at nine.")))
         scripted.deepgram.script_live("I wanted to ask", "about my appointment.")
@@ -85,7 +85,7 @@ async def test_speaking_over_the_agent_stops_its_audio(worker, token_service, sc
     # one long sentence (one TTS request, no pause between sentences that could pass for a stop): ~20 s of speech
     long_answer = "Here is everything about your appointments, " * 8 + "and that is all."
     try:
-        await asyncio.sleep(3.0)  # the welcome plays out
+        await app.wait_agent_listening()  # the welcome played out
         scripted.llm.script(
             Rule(user="tell me everything", reply=Reply(text=long_answer)),
             Rule(user="stop", reply=Reply(text="Okay, stopping.")),

@@ -29,14 +29,20 @@ MIME_TYPES = {
 }
 
 
+ESPEAK_WPM = 175
+"""espeak-ng's own speaking rate, in words per minute."""
+
+
 @functools.lru_cache(maxsize=64)
-def speech_pcm(text: str, *, rate: int = 24000) -> bytes:
-    """``text`` spoken by espeak-ng as mono s16le PCM at ``rate``; a 440 Hz tone of a similar length when
-    espeak-ng is missing (the scripted speech server must still answer with real audio)."""
+def speech_pcm(text: str, *, rate: int = 24000, words_per_minute: int | None = None) -> bytes:
+    """``text`` spoken by espeak-ng as mono s16le PCM at ``rate``, at ``words_per_minute`` (espeak-ng's own
+    175 by default); a 440 Hz tone of a similar length when espeak-ng is missing (the scripted speech server
+    must still answer with real audio)."""
     if ESPEAK:
-        wav = subprocess.run([ESPEAK, "--stdout", text], check=True, capture_output=True, timeout=30).stdout
+        speed = ["-s", str(words_per_minute)] if words_per_minute else []
+        wav = subprocess.run([ESPEAK, *speed, "--stdout", text], check=True, capture_output=True, timeout=30).stdout
         return resample_wav(wav, rate=rate)
-    seconds = max(0.5, 0.07 * len(text))
+    seconds = max(0.5, 0.07 * len(text) * ESPEAK_WPM / (words_per_minute or ESPEAK_WPM))
     samples = int(seconds * rate)
     return b"".join(
         struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate))) for i in range(samples)

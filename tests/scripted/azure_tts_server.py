@@ -95,6 +95,8 @@ class ScriptedAzureTTSServer(ThreadedServer):
     region: str = "westeurope"
     fail_status: int | None = None
     delay: float = 0.0
+    words_per_minute: int | None = None
+    """How fast the voice speaks (espeak-ng's own rate by default)."""
     host: str = "127.0.0.1"
     requests: list[AzureRequest] = field(default_factory=list)
 
@@ -148,7 +150,8 @@ class ScriptedAzureTTSServer(ThreadedServer):
         assert fmt is not None  # _check refused the others
         audio = b""
         if request.text:  # Azure answers an empty document with no audio, not with an error
-            pcm = await asyncio.to_thread(speech_pcm, request.text, rate=fmt.rate)
+            pcm = await asyncio.to_thread(speech_pcm, request.text, rate=fmt.rate,
+                                        words_per_minute=self.words_per_minute)
             audio = await asyncio.to_thread(encode, pcm, rate=fmt.rate, fmt=fmt.container)
         response = web.StreamResponse(headers={"Content-Type": fmt.content_type, "X-RequestId": uuid.uuid4().hex})
         await response.prepare(http)

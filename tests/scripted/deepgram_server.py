@@ -122,6 +122,8 @@ class ScriptedDeepgramServer(ThreadedServer):
     delay: float = 0.0
     speak_fail_status: int | None = None
     speak_delay: float = 0.0
+    speak_words_per_minute: int | None = None
+    """How fast the voice of ``/v1/speak`` speaks (espeak-ng's own rate by default)."""
     live_delay: float = 0.0
     silence_rms: float = 60.0
     # fixed, not the query's ``endpointing`` (the plugin asks for 25 ms, which would cut espeak's pauses between
@@ -280,7 +282,8 @@ class ScriptedDeepgramServer(ThreadedServer):
                             self.speaks.append(SpeakRequest(query=query, text=spoken, authorization=auth))
                         if self.speak_delay:
                             await asyncio.sleep(self.speak_delay)
-                        pcm = await asyncio.to_thread(speech_pcm, spoken, rate=rate)
+                        pcm = await asyncio.to_thread(speech_pcm, spoken, rate=rate,
+                                                      words_per_minute=self.speak_words_per_minute)
                         for start in range(0, len(pcm), 9600):
                             await ws.send_bytes(pcm[start:start + 9600])
                     flushed += 1
@@ -307,7 +310,7 @@ class ScriptedDeepgramServer(ThreadedServer):
         if refused is not None:
             return refused
         rate = int(query.get("sample_rate", "24000"))
-        pcm = await asyncio.to_thread(speech_pcm, text, rate=rate)
+        pcm = await asyncio.to_thread(speech_pcm, text, rate=rate, words_per_minute=self.speak_words_per_minute)
         return web.Response(body=pcm, content_type="application/octet-stream")
 
     # --- live streaming (websocket) ----------------------------------------------------------------

@@ -35,6 +35,8 @@ class ScriptedSpeechServer(ThreadedServer):
     fail_status: int | None = None
     delay: float = 0.0
     request_ids: bool = True
+    words_per_minute: int | None = None
+    """How fast the voice speaks (espeak-ng's own rate by default)."""
     """False: answer without ``x-request-id``, like most OpenAI-compatible servers but OpenAI's own."""
     host: str = "127.0.0.1"
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -84,7 +86,8 @@ class ScriptedSpeechServer(ThreadedServer):
         fmt = str(body.get("response_format") or "mp3")
         if fmt not in MIME_TYPES:
             return self._error(400, f"unsupported response_format {fmt!r}")
-        pcm = await asyncio.to_thread(speech_pcm, text, rate=OPENAI_TTS_RATE)
+        pcm = await asyncio.to_thread(speech_pcm, text, rate=OPENAI_TTS_RATE,
+                                      words_per_minute=self.words_per_minute)
         audio = await asyncio.to_thread(encode, pcm, rate=OPENAI_TTS_RATE, fmt=fmt)
         with self._lock:
             self.answered_at.append(time.time())
