@@ -34,3 +34,14 @@ def test_when_ci_requires_the_server_a_missing_one_is_an_error_not_a_skip(tmp_pa
     assert done.returncode == 4, done.stdout + done.stderr  # pytest's usage error: nothing ran
     assert "GOCARE_REQUIRE_LIVEKIT=1 but the room harness cannot run" in done.stderr
     assert "passed" not in done.stdout and "skipped" not in done.stdout
+
+
+def test_auto_runs_one_test_process_more_than_there_are_cores(monkeypatch) -> None:
+    """``-n auto`` (README, .ci/run): room tests mostly wait on real time, so one more process than cores."""
+    from harness.plugin import pytest_xdist_auto_num_workers
+
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert pytest_xdist_auto_num_workers(config=None) == 3  # type: ignore[arg-type]  # the hook does not read it
+    monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "5")
+    assert pytest_xdist_auto_num_workers(config=None) is None  # type: ignore[arg-type]  # xdist's own hook decides
