@@ -3,7 +3,7 @@
 What a job process would otherwise do in its first call, on the event loop (100-500 ms of stalled audio
 each, seen in the room tests), or in ``prewarm`` for every job process the worker starts:
 
-- our own heavy imports: SQLAlchemy and the records store, phonenumbers' metadata, the agents;
+- our own heavy imports: SQLAlchemy and the records store, phonenumbers, the agents;
 - the openai SDK's chat resources, which it imports lazily on the first request, and every part of anyio,
   which its HTTP stack imports one by one on first use;
 - the first HTTP client of a process (the CA bundle), and the TLS context of livekit-agents' shared aiohttp
@@ -25,6 +25,7 @@ import logging
 import pkgutil
 
 logger = logging.getLogger("gocare.worker")
+
 
 def _our_modules() -> None:
     import gocare_voice.conversation.agents

@@ -63,7 +63,8 @@ def build_server(
         "max_retry": settings.livekit_connect_retries,
         "setup_fnc": prewarm,
         # imported once in the forkserver on Linux and shared by every job process (worker/job_preload.py);
-        # without it each job process paid ~1 CPU-second importing the same modules in its prewarm
+        # without it every job process imported the same modules again in its prewarm (measured on two room
+        # test modules: 17.7 instead of 19.1 CPU-seconds in the job processes, an idle one 0.2 instead of 0.4)
         "preload_modules": [JOB_PRELOAD_MODULE],
         # livekit-agents spells it WARN and refuses WARNING, the spelling of Python's logging (and ours)
         "log_level": "WARN" if settings.log_level == "WARNING" else settings.log_level,
