@@ -295,9 +295,14 @@ class AppClient:
         agent = self.room.remote_participants.get(self.agent_identity or "")
         return agent.attributes.get("lk.agent.state") if agent is not None else None
 
-    async def wait_agent_listening(self, *, timeout: float = 30) -> None:
-        """Until the agent has finished speaking (its audio played out) and listens again."""
-        await self.wait_for(lambda: self.agent_state() == "listening", timeout=timeout, what="agent listening",
+    async def wait_agent_listening(self, *, timeout: float = 30, quiet: float = 0.3) -> None:
+        """Until the agent has finished speaking and listens again: its state says so, and none of its audio
+        that arrived in the last ``quiet`` seconds was speech (the state changes when the agent's side has
+        sent its last frame; the client's jitter buffer may still be playing the end)."""
+        def listening() -> bool:
+            return self.agent_state() == "listening" and not self.agent_audio.loud_since(time.monotonic() - quiet)
+
+        await self.wait_for(listening, timeout=timeout, what="agent listening",
                             seen=lambda: f"agent state {self.agent_state()!r}; {self.describe()}")
 
     async def wait_packet(self, kind: str, *, since: float = 0.0, timeout: float = 20, topic: str = "gocare") -> dict[str, Any]:

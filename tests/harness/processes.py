@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -99,23 +100,22 @@ class ManagedProcess:
         self._text = ""
         self._read_bytes = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._reading = threading.Lock()  # tests also wait on logs from threads (asyncio.to_thread)
 
     # --- what it said ----------------------------------------------------------------------------
     def log_text(self) -> str:
         """Everything the process logged so far. Read incrementally: waits poll this ten times a second, and
         a worker's DEBUG log grows past a megabyte in a run."""
-        try:
-            with open(self.log_path, "rb") as log:
-                if os.fstat(log.fileno()).st_size < self._read_bytes:  # truncated (a new process, same path)
-                    self._text, self._read_bytes = "", 0
-                    self._decoder.reset()
-                log.seek(self._read_bytes)
-                fresh = log.read()
-        except OSError:
+        with self._reading:
+            try:
+                with open(self.log_path, "rb") as log:  # written by this object's process only ("wb" above)
+                    log.seek(self._read_bytes)
+                    fresh = log.read()
+            except OSError:
+                return self._text
+            self._read_bytes += len(fresh)
+            self._text += self._decoder.decode(fresh)
             return self._text
-        self._read_bytes += len(fresh)
-        self._text += self._decoder.decode(fresh)
-        return self._text
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])

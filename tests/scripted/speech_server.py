@@ -35,9 +35,9 @@ class ScriptedSpeechServer(ThreadedServer):
     fail_status: int | None = None
     delay: float = 0.0
     request_ids: bool = True
+    """False: answer without ``x-request-id``, like most OpenAI-compatible servers but OpenAI's own."""
     words_per_minute: int | None = None
     """How fast the voice speaks (espeak-ng's own rate by default)."""
-    """False: answer without ``x-request-id``, like most OpenAI-compatible servers but OpenAI's own."""
     host: str = "127.0.0.1"
     requests: list[dict[str, Any]] = field(default_factory=list)
     answered_at: list[float] = field(default_factory=list)

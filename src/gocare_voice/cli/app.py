@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 import typer
 from rich.markup import escape
@@ -311,12 +311,17 @@ def test_metadata(
     if reading.problem:
         table.add_row("problem", f"[yellow]{reading.problem}[/]")
     console.print(table)
+    code = 0
     if connect:
         settings = load_cli_settings(ctx)
-        _probe(settings, metadata=shown, room=room, timeout=timeout)
+        code = _probe(settings, metadata=shown, room=room, timeout=timeout)
     if strict and not identity.found:
         err_console.print("no identity in this metadata (--strict)")
-        raise typer.Exit(1)
+        code = code or 1
+    if connect:
+        _end_after_probe(code)
+    if code:
+        raise typer.Exit(code)
 
 
 def _visible(text: str) -> str:
@@ -324,7 +329,8 @@ def _visible(text: str) -> str:
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
-def _probe(settings: Settings, *, metadata: str, room: Optional[str], timeout: float) -> None:
+def _probe(settings: Settings, *, metadata: str, room: Optional[str], timeout: float) -> int:
+    """The ``--connect`` probe; its exit code (0, or 1 with the reason printed)."""
     import asyncio
 
     from gocare_voice.worker.probe import ProbeError, probe_room
@@ -333,8 +339,27 @@ def _probe(settings: Settings, *, metadata: str, room: Optional[str], timeout: f
         result = asyncio.run(probe_room(settings, metadata=metadata, room=room, timeout=timeout))
     except ProbeError as error:
         print_error(str(error))
-        raise typer.Exit(1) from None
+        return 1
     console.print(result.describe(), markup=False, highlight=False)
+    return 0
+
+
+def _end_after_probe(code: int) -> NoReturn:
+    """End the process with ``code`` without the interpreter's exit hooks. The probe's room is closed and
+    everything is printed; what is left is livekit's rtc runtime, which tears itself down in an ``atexit``
+    hook of ``livekit.rtc``, and that teardown can abort the process: once in the room tests, a probe that
+    had printed its welcome exited with SIGABRT ("thread 'tokio-rt-worker' panicked ... panic in a function
+    that cannot unwind"), so a script saw a failure after a success. The operating system reclaims the rest."""
+    import logging
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say
+            pass
+    os._exit(code)
 
 
 @app.command("check")

@@ -47,7 +47,7 @@ def prewarm(proc: Any) -> None:
         local_inference.init_eot()  # no-op when the forkserver already preloaded it
     except Exception as error:  # noqa: BLE001 - turn detection falls back to VAD; say so, keep going
         logger.warning("local end-of-turn model not preloaded: %s: %s", type(error).__name__, error)
-    # our heavy imports, the openai SDK's chat resources, anyio, the first HTTP client and TLS context: here
+    # our heavy imports, the openai SDK's chat resources, anyio and the aiohttp TLS context: here
     # rather than inside the first job's event loop, where livekit-agents reports them as a blocked loop. A
     # no-op in a job process forked from the worker's forkserver, which imported it once for all of them
     # (``preload_modules`` in worker/server.py)

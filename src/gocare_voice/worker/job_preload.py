@@ -6,8 +6,10 @@ each, seen in the room tests), or in ``prewarm`` for every job process the worke
 - our own heavy imports: SQLAlchemy and the records store, phonenumbers, the agents;
 - the openai SDK's chat resources, which it imports lazily on the first request, and every part of anyio,
   which its HTTP stack imports one by one on first use;
-- the first HTTP client of a process (the CA bundle), and the TLS context of livekit-agents' shared aiohttp
-  session (Deepgram's streaming STT opens it when the user's audio starts).
+- the TLS context of livekit-agents' shared aiohttp session (Deepgram's streaming STT opens it when the
+  user's audio starts), which livekit-agents caches per process.
+
+(The first httpx client of a process is livekit-agents' own ``ipc._preload`` step already.)
 
 Where it runs decides how often it costs. ``build_server`` lists this module in livekit-agents'
 ``preload_modules``: with the ``forkserver`` start method (Linux) it is imported once, in the forkserver,
@@ -53,14 +55,6 @@ def _all_of_anyio() -> None:
             continue
 
 
-def _first_http_client() -> None:
-    # the first HTTP client of a process loads the CA bundle (~150 ms): the LLM/TTS plugins each build one
-    # when the session is created
-    import httpx2
-
-    httpx2.AsyncClient()
-
-
 def _aiohttp_tls_context() -> None:
     # livekit-agents caches the TLS context of the job's shared aiohttp session per process; built on the
     # event loop it stalls 100-250 ms of audio at the start of every call
@@ -73,7 +67,6 @@ STEPS = (
     ("our modules", _our_modules),
     ("the openai chat resources", _openai_chat),
     ("anyio", _all_of_anyio),
-    ("the first HTTP client", _first_http_client),
     ("the aiohttp TLS context", _aiohttp_tls_context),
 )
 
