@@ -145,8 +145,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` (and ``-n logical``): one test process more than the CPUs this run may use (its affinity
     mask, logical CPUs). A room test spends most of its time waiting on real time (speech played at its own
     pace, a reconnect grace), not on a CPU: on the 2-CPU machine here 2 processes left a third of the CPU idle
-    (633 s), 3 used it (449 s), 4 saturated it and timing-bound room tests failed (docs/testing.md, "Speed"). ``PYTEST_XDIST_AUTO_NUM_WORKERS`` (xdist's own
-    variable) still decides when set; ``-n N`` is always N."""
+    (633 s), 3 used it (449 s), 4 saturated it and timing-bound room tests failed (docs/testing.md, "Speed").
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` (xdist's own variable) still decides when set; ``-n N`` is always N."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None  # xdist's own implementation reads it
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
