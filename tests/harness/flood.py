@@ -17,7 +17,8 @@ The flood goes on until "measured" came and at least ``minimum`` packets and ``m
 ``max_seconds`` at most.
 
 The child prints one JSON line when every client joined and one with the counts at the end; anything else it
-has to say goes to stderr, which the test's log keeps.
+has to say (a traceback, say) goes to the stderr it shares with the test process, which pytest captures and
+shows with the test's failure.
 """
 
 from __future__ import annotations
