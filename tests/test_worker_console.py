@@ -8,6 +8,7 @@ import re
 import select
 import signal
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -43,7 +44,21 @@ class Terminal:
                     break
         return needle in self.text
 
-    def type(self, line: str) -> None:
+    def reading_keys(self) -> bool:
+        """The program is waiting for a key: the terminal is out of canonical mode (the master side reads the
+        pty's one set of termios flags)."""
+        return not termios.tcgetattr(self.fd)[3] & termios.ICANON
+
+    def type(self, line: str, *, timeout: float = 60) -> None:
+        """Type ``line`` and Enter, once the program reads keys. livekit-agents' console sets its terminal mode
+        with ``TCSAFLUSH`` for every key it reads (``cli/readchar.py``), which throws away whatever was typed
+        while the terminal was still in canonical mode: a line typed between the prompt being drawn and its
+        first read, or while the previous answer is printed, would be lost, as it is for a person typing ahead."""
+        deadline = time.monotonic() + timeout
+        while not self.reading_keys():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the console did not wait for a key within {timeout} s:\n" + self.text[-3000:])
+            self.wait_for("\x00never", 0.05)
         os.write(self.fd, line.encode() + b"\r")
 
     def stop(self) -> int:
