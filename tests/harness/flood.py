@@ -150,15 +150,14 @@ async def _flood(args: argparse.Namespace) -> FloodCounts:
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     measured = asyncio.Event()
-
-    window: dict[str, int] = {}
+    marks: dict[bytes, tuple[int, int]] = {}
+    """(packets, RPCs answered "forbidden") when "measuring" and "measured" came."""
 
     async def until_measured() -> None:
-        while (line := await stdin.readline()) and line.strip() != b"measured":
-            if line.strip() == b"measuring":
-                window.update(packets=counts["packets"], rpc=counts["rpc"])
-        if window:
-            window.update(packets=counts["packets"] - window["packets"], rpc=counts["rpc"] - window["rpc"])
+        while line := await stdin.readline():  # b"" only when the test closed our stdin
+            marks[line.strip()] = (counts["packets"], counts["rpc"])
+            if line.strip() == b"measured":
+                break
         measured.set()  # "measured", or the test closed our stdin: nothing is measured any more
 
     started = time.monotonic()
@@ -197,8 +196,12 @@ async def _flood(args: argparse.Namespace) -> FloodCounts:
     finally:
         waiter.cancel()
         await asyncio.gather(*(c.leave() for c in flooders), return_exceptions=True)
+    window = (0, 0)
+    if b"measuring" in marks and b"measured" in marks:
+        (packets_from, rpc_from), (packets_to, rpc_to) = marks[b"measuring"], marks[b"measured"]
+        window = (packets_to - packets_from, rpc_to - rpc_from)
     return FloodCounts(**counts, seconds=round(time.monotonic() - started, 2),
-                       window_packets=window.get("packets", 0), window_rpc=window.get("rpc", 0))
+                       window_packets=window[0], window_rpc=window[1])
 
 
 def main() -> None:
