@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from collections.abc import Sequence
 
-_DIGIT = re.compile(r"\d")
+_ANY_DIGIT = re.compile(r"\d")
 
 
 def mask_phone(number: str | None) -> str:
     """``+919876543210`` -> ``+91******3210``: enough to recognise, not enough to call."""
     if not number:
         return "<none>"
-    digits = _DIGIT.findall(number)
+    digits = _ANY_DIGIT.findall(number)
     if len(digits) <= 4:
         return "*" * len(digits)
     keep_head = 2 if number.startswith("+") and len(digits) > 8 else 0
@@ -21,76 +22,147 @@ def mask_phone(number: str | None) -> str:
     return head + "*" * (len(digits) - keep_head - 4) + "".join(digits[-4:])
 
 
-# What may stand between two parts of one spoken or typed number: up to three characters that are neither
-# letters nor digits (spaces, "-", ".", ",", "/", brackets, a zero-width space, ...), on one line. The phone
-# parser skips every such character, so "98765/43210", "98,765,43,210" and "9.8.7.6.5.4.3.2.1.0" are numbers
-# to it; a masker that knew only spaces and dashes let them through.
-_PART = re.compile(r"\d|[^\W\d_]+|_|[^\w\n]{1,3}(?=[\w])|[^\w]+")
+# The one masking function for every text that is kept or leaves the process (a stored turn, the memory
+# summary, the webhook body and the export built from them, log lines, a transcript sent to an LLM).
+#
+# The text is cut into tokens: a digit (any script), a word, a separator, a break. What the phone parser
+# (conversation/phone.py) reads as part of a number is a number token: a digit, or a word of ``NUMBER_WORDS``
+# ("nine", "oh", "double", "ninety", "plus"). A *run* is number tokens joined by separators (up to five
+# characters that are neither letters nor digits, on one line: spaces, "-", ".", ",", "/", "... ", brackets,
+# a zero-width space; the parser skips every one of them) and by up to ``_MAX_FILLERS`` filler words ("um",
+# "and", "then", "sorry", ...: a caller hesitating between groups; the parser skips them too). A run the
+# parser would read as six or more digits is masked. Left alone: a word of letters and digits together
+# (``AJ_1234567890``, ``v1``, ``1a2b3c``: an identifier) and an IPv4 address with an optional port.
+_SUBTOKEN = re.compile(r"\d|[^\W\d_]+")
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?")
 _MIN_DIGITS = 6
+_MAX_FILLERS = 3
+_MAX_SEPARATOR = 5
+_TOKEN = re.compile(r"\w+|[^\w\n]{1,%d}(?=\w)|[^\w]+" % _MAX_SEPARATOR)
+FILLER_WORDS = frozenset({
+    "um", "umm", "uh", "uhh", "uhm", "er", "erm", "ah", "eh", "hm", "hmm", "mm", "mhm",
+    "and", "then", "so", "like", "okay", "ok", "yeah", "yes", "no", "sorry", "well", "wait", "actually",
+    "i", "mean", "it", "its", "s", "is", "my", "number", "the", "rest", "next", "again", "that",
+    "comma", "dash", "hyphen", "space", "dot", "stop",
+})
+"""Words a caller puts between the groups of a number; a run goes on over up to three of them in a row."""
+
+_DIGIT, _NUMWORD, _FILLER, _WORD, _SEP, _BREAK = range(6)
 
 
-def _is_number_word(word: str) -> bool:
+def _word_kind(word: str) -> int:
     from gocare_voice.conversation.phone import NUMBER_WORDS
 
-    return unicodedata.normalize("NFKC", word).lower() in NUMBER_WORDS
+    folded = unicodedata.normalize("NFKC", word).lower()
+    if folded in NUMBER_WORDS:
+        return _NUMWORD
+    return _FILLER if folded in FILLER_WORDS else _WORD
 
 
-def mask_digit_runs(text: str) -> str:
-    """Mask everything the phone parser would read as six or more digits inside free text (a transcript, a
-    livekit log line): runs of digits and number words ("nine eight", "ninety eight", "double five") joined by
-    the separators the parser skips. A run of digits keeps its last two; one with words becomes
-    ``<number words>``. Left alone: digits glued to letters or ``_`` (ids like ``AJ_1234567``, ``v1.8.9``) and
-    IPv4 addresses with an optional port. Filler words between the parts ("nine um eight ...") end a run."""
+def _tokens(text: str, offset: int, owner: int, out: list[tuple[int, int, int, int]]) -> None:
+    """Append ``(start, end, kind, owner)`` for ``text`` (placed at ``offset`` of the joined text)."""
+    for match in _TOKEN.finditer(text):
+        start, end, part = offset + match.start(), offset + match.end(), match.group(0)
+        if part[0].isalnum() or part[0] == "_":
+            subs = [(m.start(), m.end(), m.group(0)) for m in _SUBTOKEN.finditer(part)]
+            kinds = [_DIGIT if len(s) == 1 and s.isdecimal() else _word_kind(s) for _, _, s in subs]
+            identifier = "_" in part or (_DIGIT in kinds and any(k in (_WORD, _FILLER) for k in kinds))
+            if identifier or not subs:
+                out.append((start, end, _WORD, owner))  # letters and digits together: an id, not a number
+            else:
+                out.extend((start + a, start + b, kind, owner) for (a, b, _), kind in zip(subs, kinds, strict=True))
+        else:
+            out.append((start, end, _SEP if len(part) <= _MAX_SEPARATOR and "\n" not in part else _BREAK, owner))
+
+
+def _runs(tokens: list[tuple[int, int, int, int]]) -> list[tuple[int, int]]:
+    """The runs of number tokens (first and last token index), joined over separators and fillers."""
+    runs: list[tuple[int, int]] = []
+    first = last = -1
+    fillers = 0
+    for i, (_, _, kind, _) in enumerate(tokens):
+        if kind in (_DIGIT, _NUMWORD):
+            if first < 0:
+                first = i
+            last, fillers = i, 0
+        elif first >= 0 and (kind == _SEP or (kind == _FILLER and fillers < _MAX_FILLERS)):
+            fillers += kind == _FILLER
+        elif first >= 0:
+            runs.append((first, last))
+            first, fillers = -1, 0
+    if first >= 0:
+        runs.append((first, last))
+    return runs
+
+
+def _masked_pieces(texts: Sequence[str]) -> list[list[tuple[int, int, str]]]:
+    """For each text, the ``(start, end, replacement)`` pieces to mask, in order."""
     from gocare_voice.conversation.phone import spoken_to_dial_string
 
-    out: list[str] = []
-    run: list[str] = []  # the parts of the current run, separators included
-    pending: list[str] = []  # separators seen after the run's last number part
-    glued = False  # the run touches a letter or "_" directly: an identifier, not a number
-    has_word = False
+    tokens: list[tuple[int, int, int, int]] = []
+    offsets: list[int] = []
+    joined = ""
+    for owner, text in enumerate(texts):
+        if owner:
+            tokens.append((len(joined), len(joined) + 1, _SEP, -1))  # the pause between two turns
+            joined += " "
+        offsets.append(len(joined))
+        _tokens(text, len(joined), owner, tokens)
+        joined += text
+    pieces: list[list[tuple[int, int, str]]] = [[] for _ in texts]
 
-    def flush() -> None:
-        nonlocal run, glued, has_word
-        if run:
-            chunk = "".join(run)
-            digits = spoken_to_dial_string(chunk).lstrip("+")
-            if glued or len(digits) < _MIN_DIGITS or _IPV4.fullmatch(chunk):
-                out.append(chunk)
-            elif has_word:
-                out.append("<number words>")
-            else:
-                out.append("*" * (len(digits) - 2) + digits[-2:])
-        out.extend(pending)
-        run, glued, has_word = [], False, False
-        pending.clear()
+    def text_of(token: tuple[int, int, int, int]) -> str:
+        return joined[token[0]:token[1]]
 
-    previous = ""
-    for match in _PART.finditer(text):
-        part = match.group(0)
-        is_digit = len(part) == 1 and part.isdecimal()
-        is_word = part[0].isalpha() and _is_number_word(part)
-        if is_digit or is_word:
-            if run:
-                run.extend(pending)
-                pending.clear()
-            elif is_digit and (previous[-1:].isalpha() or previous == "_"):
-                glued = True
-            run.append(part)
-            has_word = has_word or is_word
-        elif (run and not pending and part[0].isalpha()) or part == "_":
-            if run and run[-1].isdecimal():
-                glued = True  # "1234567abc": digits glued to a word
-            flush()
-            out.append(part)
-        elif run and not part[0].isalnum() and part != "_" and len(part) <= 3 and "\n" not in part:
-            pending.append(part)
-        else:
-            flush()
-            out.append(part)
-        previous = part
-    flush()
+    for first, last in _runs(tokens):
+        chunk = joined[tokens[first][0]:tokens[last][1]]
+        digits = spoken_to_dial_string(chunk).lstrip("+")
+        if len(digits) < _MIN_DIGITS or _IPV4.fullmatch(chunk):
+            continue
+        run = tokens[first:last + 1]
+        has_words = any(kind == _NUMWORD for _, _, kind, _ in run)
+        numbered = [t for t in run if t[2] in (_DIGIT, _NUMWORD)]
+        keep_from = len([t for t in numbered if t[2] == _DIGIT]) - 2  # a digits-only run keeps its last two
+        seen = 0
+        for owner in sorted({t[3] for t in numbered}):
+            mine = [t for t in run if t[3] == owner]
+            start, end = mine[0][0] - offsets[owner], mine[-1][1] - offsets[owner]
+            if has_words:
+                pieces[owner].append((start, end, "<number words>"))
+                continue
+            shown = ""
+            for digit in (text_of(t) for t in mine if t[2] == _DIGIT):
+                shown += "*" if seen < keep_from else str(unicodedata.decimal(digit))
+                seen += 1
+            pieces[owner].append((start, end, shown))
+    return pieces
+
+
+def _apply(text: str, pieces: list[tuple[int, int, str]]) -> str:
+    out, at = [], 0
+    for start, end, replacement in pieces:
+        out.append(text[at:start])
+        out.append(replacement)
+        at = end
+    out.append(text[at:])
     return "".join(out)
+
+
+def mask_numbers(text: str) -> str:
+    """``text`` with everything the phone parser could read as a number of six or more digits masked (see
+    the comment above): a run of digits keeps its last two (``********10``), a run with number words becomes
+    ``<number words>``. Newlines end a run, so a whole transcript can be masked at once. Pure; never raises."""
+    return _apply(text, _masked_pieces([text])[0])
+
+
+def mask_numbers_across(texts: Sequence[str]) -> list[str]:
+    """``mask_numbers`` over consecutive texts read as one: the user turns of the number check, where a
+    caller who pauses between "98765" and "43210" gives two turns of five digits each, both masked."""
+    return [_apply(text, pieces) for text, pieces in zip(texts, _masked_pieces(list(texts)), strict=True)]
+
+
+mask_digit_runs = mask_numbers
+"""The older name (the log filter's); the same function."""
 
 
 _FOR_TEXT = re.compile(r"(for text: ).*?(?=, retrying in |$)", re.DOTALL)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from gocare_voice.redact import mask_digit_runs
+from gocare_voice.redact import mask_numbers
 from gocare_voice.settings import CallRecordsMode
 
 
@@ -67,9 +67,13 @@ def aware(value: datetime | None) -> datetime | None:
 
 
 def mask_text(text: str) -> str:
-    """What is stored of something said: the logs' masking (``redact.mask_digit_runs``), one function for
-    both, so a spoken mobile number is as unreadable in a record as in a log line; bounded length."""
-    masked = mask_digit_runs(text)
+    """What is stored of something said: ``redact.mask_numbers``, the one masking function of logs, records,
+    summaries and exports, so a spoken mobile number is as unreadable in a record as in a log line; bounded."""
+    return bound_turn(mask_numbers(text))
+
+
+def bound_turn(masked: str) -> str:
+    """A masked turn cut to ``MAX_TURN_CHARS``."""
     return masked if len(masked) <= MAX_TURN_CHARS else masked[: MAX_TURN_CHARS - 1] + "\u2026"
 
 

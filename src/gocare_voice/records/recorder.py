@@ -34,6 +34,7 @@ from .model import (
     EndReason,
     RecordLevel,
     Turn,
+    bound_turn,
     mask_text,
     utcnow,
 )
@@ -72,6 +73,29 @@ def apply_event(record: CallRecord, event: CallEvent) -> list[Turn]:
     return added
 
 
+NUMBER_CHECK_WINDOW = 3
+"""How many of the caller's turns before verification are masked as one text."""
+
+
+def remask_number_check(record: CallRecord, window: list[tuple[int, str]], index: int, said: str) -> list[int]:
+    """Before the call is verified the caller is saying their number, and one who pauses between groups
+    ("98765" ... "43210") gives turns that each hold too few digits to be masked alone. The last
+    ``NUMBER_CHECK_WINDOW`` user turns (``window``: their index in ``record.turns`` and what was said, kept in
+    memory only) are masked as one text (``redact.mask_numbers_across``): the stored turns that change are
+    replaced in ``record.turns``; their indexes are returned (the earlier ones are already saved)."""
+    from gocare_voice.redact import mask_numbers_across
+
+    window.append((index, said))
+    del window[:-NUMBER_CHECK_WINDOW]
+    changed: list[int] = []
+    for (i, _), masked in zip(window, mask_numbers_across([text for _, text in window]), strict=True):
+        text = bound_turn(masked)
+        if record.turns[i].text != text:
+            record.turns[i] = dataclasses.replace(record.turns[i], text=text)
+            changed.append(i)
+    return changed
+
+
 Store = Any
 """``records.store.CallStore`` (or anything with its ``create``/``save``/``touch``)."""
 
@@ -91,6 +115,8 @@ class CallRecorder:
         self._write_lock = asyncio.Lock()
         self.write_errors = 0
         self.listeners: list[Callable[[CallEvent], None]] = []
+        self._number_check: list[tuple[int, str]] = []
+        self._rewritten: set[int] = set()
 
     def listen(self, events: CallEvents) -> None:
         events.subscribe(self.on_event)
@@ -101,7 +127,12 @@ class CallRecorder:
             return
         if self.record.status is not CallStatus.in_progress:
             return
-        apply_event(self.record, event)
+        first = len(self.record.turns)
+        added = apply_event(self.record, event)
+        if self.record.verified_user_id is not None:
+            self._number_check.clear()  # verified: the number is said; later turns are masked one by one
+        elif isinstance(event, TurnAdded) and added and added[0].role == "user":
+            self._rewritten.update(remask_number_check(self.record, self._number_check, first, event.text.strip()))
         self._dirty.set()
 
     def _snapshot(self) -> CallRecord:
@@ -140,9 +171,14 @@ class CallRecorder:
             self.record.updated_at = utcnow()
             snapshot = self._snapshot()
             new_turns = snapshot.turns[self._saved_turns:]
+            # turns saved before and masked again since (the number check): their text as it is now
+            rewritten, self._rewritten = self._rewritten, set()
+            changed = [(i, snapshot.turns[i]) for i in sorted(rewritten) if i < self._saved_turns]
             try:
-                await asyncio.to_thread(self.store.save, snapshot, new_turns=new_turns, first_seq=self._saved_turns)
+                await asyncio.to_thread(self.store.save, snapshot, new_turns=new_turns, first_seq=self._saved_turns,
+                                        changed_turns=changed)
             except Exception as error:  # noqa: BLE001 - the call goes on without its record; say so, once per failure
+                self._rewritten |= rewritten
                 self.write_errors += 1
                 logger.error("call record not saved (call=%s): %s", self.record.call_id, type(error).__name__)
                 return

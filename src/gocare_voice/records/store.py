@@ -138,10 +138,15 @@ class CallStore:
             conn.execute(insert(calls).values(call_id=record.call_id, **_fields(record)))
             self._add_turns(conn, record.call_id, record.turns, first_seq=0)
 
-    def save(self, record: CallRecord, *, new_turns: Sequence[Turn] = (), first_seq: int = 0) -> None:
-        """The call row as it is now, and the turns added since the last save, in one transaction."""
+    def save(self, record: CallRecord, *, new_turns: Sequence[Turn] = (), first_seq: int = 0,
+             changed_turns: Sequence[tuple[int, Turn]] = ()) -> None:
+        """The call row as it is now, the turns added since the last save, and the new text of saved turns
+        masked again since (``changed_turns``: seq and turn), in one transaction."""
         with self._engine.begin() as conn:
             conn.execute(update(calls).where(_C.call_id == record.call_id).values(**_fields(record)))
+            for seq, turn in changed_turns:
+                conn.execute(update(turns).where(and_(_T.call_id == record.call_id, _T.seq == seq))
+                             .values(text=turn.text))
             self._add_turns(conn, record.call_id, new_turns, first_seq=first_seq)
 
     @staticmethod
