@@ -31,10 +31,11 @@ def db_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def seed(url: str) -> None:
+    started = utcnow() - timedelta(hours=3)  # once: two clock reads made the duration 95.004 s under load
     with CallStore(url=url) as store:
         john = CallRecord(call_id="AJ_john1", room="user-42-care", participant_identity="user-42", user_id="user-42",
-                          verified_user_id="user-42", status=CallStatus.ended, started_at=utcnow() - timedelta(hours=3),
-                          ended_at=utcnow() - timedelta(hours=3) + timedelta(seconds=95), end_reason=EndReason.user_left,
+                          verified_user_id="user-42", status=CallStatus.ended, started_at=started,
+                          ended_at=started + timedelta(seconds=95), end_reason=EndReason.user_left,
                           modes=["assistant", "attorney"], commands={"switch_agent": 1}, voice_uploads=1,
                           summary="Asked about knee surgery.", updated_at=utcnow())
         john.turns = [Turn(role="assistant", text="Welcome John! [bold]x[/bold]", at=utcnow()),

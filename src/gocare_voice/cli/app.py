@@ -25,6 +25,7 @@ from gocare_voice.cli.common import (
     load_cli_settings,
     new_app,
     print_error,
+    visible,
 )
 from gocare_voice.cli.calls import calls_app
 from gocare_voice.cli.users import users_app
@@ -304,10 +305,10 @@ def test_metadata(
     shown = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
     # everything from the input is escaped: "[/]" in a name is text, not rich markup, and an ESC byte is
     # shown as \x1b instead of reaching the terminal (a file can carry terminal control sequences)
-    table.add_row("input", escape(_visible((shown[:200] + "…") if len(shown) > 200 else shown)))
-    table.add_row("userId", escape(identity.user_id) if identity.user_id else "[dim]none[/]")
-    table.add_row("userName", escape(identity.user_name) if identity.user_name else "[dim]none[/]")
-    table.add_row("greeting", escape(greeting_text(identity)))
+    table.add_row("input", escape(visible((shown[:200] + "…") if len(shown) > 200 else shown)))
+    table.add_row("userId", escape(visible(identity.user_id)) if identity.user_id else "[dim]none[/]")
+    table.add_row("userName", escape(visible(identity.user_name)) if identity.user_name else "[dim]none[/]")
+    table.add_row("greeting", escape(visible(greeting_text(identity))))
     if reading.problem:
         table.add_row("problem", f"[yellow]{reading.problem}[/]")
     console.print(table)
@@ -322,11 +323,6 @@ def test_metadata(
         _end_after_probe(code)
     if code:
         raise typer.Exit(code)
-
-
-def _visible(text: str) -> str:
-    """Control and other unprintable characters as escapes (``\x1b``, ``\u2028``); the rest unchanged."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def _probe(settings: Settings, *, metadata: str, room: Optional[str], timeout: float) -> int:

@@ -3,7 +3,8 @@
 ``list`` and ``show`` are rich tables (``--json`` for scripts), ``export`` writes JSON lines or CSV,
 ``prune`` enforces ``GOCARE_CALL_RETENTION_DAYS``, ``migrate`` brings the schema up to date. Reading commands
 never create a database. Stored transcripts are already masked (numbers), so nothing is masked again here;
-everything from a record is printed as text, never as rich markup. SQLAlchemy and Alembic are imported inside
+everything from a record is printed as literal text (never rich markup) with its control characters shown
+escaped (``common.literal``), and CSV cells that a spreadsheet would run as a formula are neutralised. SQLAlchemy and Alembic are imported inside
 the commands, keeping ``gocare --help`` fast.
 """
 
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from gocare_voice.cli.common import fail, load_cli_settings, new_app
+from gocare_voice.cli.common import fail, literal, load_cli_settings, new_app
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -111,9 +112,11 @@ def list_calls(
     for column in ("CALL ID", "STARTED (UTC)", "DURATION", "IDENTITY", "VERIFIED", "END", "MODES", "UPLOADS"):
         table.add_column(column, overflow="fold")
     for r in records:
-        table.add_row(r.call_id, _when(r.started_at), _duration(r), r.participant_identity or "",
-                      r.verified_user_id or "no", r.end_reason.value if r.end_reason else r.status.value,
-                      ",".join(r.modes), str(r.voice_uploads))
+        # every cell literal text: an identity of "[/x]" is not markup (it once made list exit with a
+        # MarkupError for every record), "[link=...]" not a link, an ESC byte shown as \x1b
+        table.add_row(*(literal(cell) for cell in (
+            r.call_id, _when(r.started_at), _duration(r), r.participant_identity or "", r.verified_user_id or "no",
+            r.end_reason.value if r.end_reason else r.status.value, ",".join(r.modes), r.voice_uploads)))
     _console().print(table)
 
 
@@ -135,7 +138,7 @@ def show(
     from rich.table import Table
     from rich.text import Text
 
-    facts = Table(title=f"Call {record.call_id}", show_header=False, title_justify="left")
+    facts = Table(title=Text("Call ") + literal(record.call_id), show_header=False, title_justify="left")
     facts.add_column("field", style="bold")
     facts.add_column("value", overflow="fold")
     data = record.to_dict(turns=False)
@@ -144,7 +147,7 @@ def show(
                 "voice_uploads", "level", "resumed_from", "webhook_status", "summary"):
         value = data[key]
         shown = "" if value is None else (json.dumps(value) if isinstance(value, (list, dict)) else str(value))
-        facts.add_row(key, Text(shown))
+        facts.add_row(key, literal(shown))
     console = _console()
     console.print(facts)
     if not record.turns:
@@ -156,7 +159,7 @@ def show(
     transcript.add_column("TEXT", overflow="fold")
     for turn in record.turns:
         who = turn.role + (" (upload)" if turn.source == "upload" else "")
-        transcript.add_row(turn.at.strftime("%H:%M:%S"), who, Text(turn.text))
+        transcript.add_row(turn.at.strftime("%H:%M:%S"), literal(who), literal(turn.text))
     console.print(transcript)
 
 
@@ -184,7 +187,9 @@ def export(
             else:
                 import csv
 
-                writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+                # every cell quoted (a comma or quote inside a value cannot start a new cell) and formulas
+                # neutralised (``csv_cell``): OWASP's CSV-injection guidance
+                writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, quoting=csv.QUOTE_ALL)
                 writer.writeheader()
                 for record in store.iter_all(query):
                     writer.writerow(_csv_row(record))
@@ -196,13 +201,28 @@ def export(
         typer.echo(f"exported {count} call record(s) to {output}", err=True)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a cell as a formula (OWASP, CSV injection)."""
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run (``=HYPERLINK(...)``, ``@SUM(...)``, ``+cmd|...``, also after
+    leading spaces) gets a single quote in front, so it is shown as text; numbers and empty cells unchanged.
+    The identity, room and user id are the caller's choice and the summary can be steered by what they say."""
+    if not isinstance(value, str) or not value:
+        return value
+    if value.startswith(FORMULA_STARTS) or value.lstrip(" ").startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_row(record: CallRecord) -> dict[str, Any]:
     data = record.to_dict()
     row = {key: data.get(key) for key in CSV_COLUMNS}
     row["modes"] = " ".join(record.modes)
     row["commands"] = json.dumps(record.commands)
     row["turns"] = "\n".join(f"{t.role}: {t.text}" for t in record.turns)
-    return row
+    return {key: csv_cell(value) for key, value in row.items()}
 
 
 @calls_app.command("prune")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NoReturn, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 if TYPE_CHECKING:
     from gocare_voice.settings import Settings
@@ -47,6 +48,19 @@ def fail(line: str, code: int = 1) -> NoReturn:
     """One error line, then exit with ``code`` (1: refused or failed, 2: configuration or usage)."""
     print_error(line)
     raise typer.Exit(code)
+
+
+def visible(text: str) -> str:
+    """Control and other unprintable characters as escapes (``\x1b``, ``\x9b``, ``\u2028``); the rest
+    unchanged. For anything the CLI prints that it did not write itself (metadata, a record, a user): an
+    escape sequence in it is shown, never run by the terminal."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def literal(value: object) -> Text:
+    """A value from a record or a user as a rich cell: literal text (``[/x]`` is not markup, a link is not
+    a link) with its control characters escaped (``visible``)."""
+    return Text("" if value is None else visible(str(value)))
 
 
 def load_cli_settings(ctx: typer.Context | None, **overrides: object) -> Settings:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from gocare_voice.cli.common import load_cli_settings, new_app, print_error
+from gocare_voice.cli.common import load_cli_settings, new_app, print_error, visible
 
 if TYPE_CHECKING:
     from gocare_voice.conversation.directory import UserDirectory
@@ -76,7 +76,7 @@ def add(
     """Register one user."""
     with _directory(ctx, database_url) as directory:
         record = directory.add(user_id=user_id, name=name, phone=phone)
-    typer.echo(f"added {record.user_id} ({record.name or 'no name'}, {record.masked_phone})")
+    typer.echo(f"added {visible(record.user_id)} ({visible(record.name or 'no name')}, {record.masked_phone})")
 
 
 @users_app.command("import")
@@ -139,8 +139,8 @@ def list_users(
         return
     rows = [
         (
-            r.user_id,
-            r.name or "",
+            visible(r.user_id),
+            visible(r.name or ""),
             r.phone if show_numbers else r.masked_phone,
             r.created_at.strftime("%Y-%m-%d %H:%M") if r.created_at else "",
         )
@@ -167,4 +167,4 @@ def remove(
         record = directory.remove(user_id)
         with CallStore(url=directory.url_for_display, engine=directory.engine, writable=False) as calls:
             removed_calls = calls.delete_user(user_id)
-    typer.echo(f"removed {record.user_id} ({record.masked_phone}) and {removed_calls} call record(s)")
+    typer.echo(f"removed {visible(record.user_id)} ({record.masked_phone}) and {removed_calls} call record(s)")
