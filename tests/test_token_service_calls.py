@@ -10,8 +10,10 @@ from pathlib import Path
 import jwt
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from gocare_voice.records.model import CallRecord, CallStatus, EndReason, Turn, utcnow
+from gocare_voice.records.model import MAX_SINCE_DAYS, SINCE_PATTERN, CallRecord, CallStatus, EndReason, Turn, utcnow
 from gocare_voice.records.store import CallStore
 from gocare_voice.settings import Settings, SettingsError, load_settings
 from gocare_voice.token_service.app import create_app
@@ -108,3 +110,47 @@ def test_operator_and_webhook_secrets_are_checked(monkeypatch: pytest.MonkeyPatc
                                livekit_url="wss://lk.example.com", auth_mode="jwt", auth_jwt_secret="x" * 32,
                                auth_audience="app")
     assert production.records_level.value == "metadata"
+
+
+SINCE_BAD = ["99999999999d", "999999999999w", "-5d", "garbage", "2026-13-45", "²d", "9999-12-31T23:59:59-05:00",
+             "0001-01-01T00:00:00+01:00", "1" * 40, "7d\n", "%00", "2026-12-01T25:00"]
+
+
+@pytest.fixture(scope="module")
+def open_client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    url = f"sqlite:///{tmp_path_factory.mktemp('since') / 'users.db'}"
+    add_call(url, "AJ_john", "user-42")
+    return TestClient(create_app(Settings(rate_limit="off", database_url=url)), raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize("since", SINCE_BAD)
+def test_a_bad_since_is_a_422_with_a_message(open_client: TestClient, since: str) -> None:
+    """Issue 28: ``since=99999999999d`` was a 500 with two tracebacks."""
+    answer = open_client.get("/calls", params={"identity": "user-42", "since": since})
+    assert answer.status_code == 422, (since, answer.text)
+    body = answer.json()
+    assert body["error"] == "validation_error" and "since" in body["detail"]
+
+
+def test_since_in_range_answers(open_client: TestClient) -> None:
+    for since in ("36600d", "5228w", "10m", "2000-01-01", "2000-01-01T08:00:00Z", "2000-01-01T08:00+05:30"):
+        answer = open_client.get("/calls", params={"identity": "user-42", "since": since})
+        assert answer.status_code == 200 and answer.json()["total"] == 1, (since, answer.text)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(since=st.one_of(st.from_regex(SINCE_PATTERN), st.text(max_size=40),
+                       st.integers(min_value=0, max_value=10**12).map(lambda n: f"{n}{'mhdw'[n % 4]}")))
+def test_any_since_is_answered_never_a_500(open_client: TestClient, since: str) -> None:
+    answer = open_client.get("/calls", params={"identity": "user-42", "since": since})
+    assert answer.status_code in (200, 422), (since, answer.status_code, answer.text[:200])
+    if answer.status_code == 422:
+        assert answer.json()["detail"]
+
+
+def test_the_schema_states_the_since_pattern_and_range() -> None:
+    app = create_app(Settings(rate_limit="off"))
+    params = {p["name"]: p for p in app.openapi()["paths"]["/calls"]["get"]["parameters"]}
+    assert params["since"]["schema"]["anyOf"][0]["pattern"] == SINCE_PATTERN
+    assert f"at most {MAX_SINCE_DAYS} days" in params["since"]["description"]
+    assert params["limit"]["schema"]["maximum"] >= 1 and params["offset"]["schema"]["maximum"] == 1_000_000

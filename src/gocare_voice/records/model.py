@@ -9,6 +9,7 @@ process, ``gocare calls prune`` and the worker's start.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -189,16 +190,36 @@ def _iso(value: datetime | None) -> str | None:
 
 
 _RELATIVE = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_SINCE_DAYS = 36_600
+"""How far back ``since`` may reach as a span (about a century): ``99999999999d`` is refused, not a 500."""
+SINCE_PATTERN = (
+    r"^(?:[0-9]{1,12}[mhdwMHDW]"
+    r"|[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}(?::[0-9]{2}(?::[0-9]{2}(?:[.][0-9]{1,6})?)?)?"
+    r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?)$"
+)
+"""The shapes ``since`` takes (``GET /calls`` states it in its OpenAPI schema; the CLI checks the same). The
+pattern allows spans longer than ``MAX_SINCE_DAYS`` and dates that do not exist (``2026-13-45``) on purpose:
+those are refused by ``parse_since`` with a message, and a schema-driven test run reaches that code."""
+_SINCE = re.compile(SINCE_PATTERN)
+_SINCE_FORMS = "a date (2026-12-01), a date-time (2026-12-01T08:00:00Z) or a span (30m, 12h, 7d, 2w)"
 
 
 def parse_since(value: str, *, now: datetime | None = None) -> datetime:
     """``--since`` / ``?since=``: an ISO date or date-time (UTC unless it says otherwise), or a span back from
-    now: ``30m``, ``12h``, ``7d``, ``2w``. ``ValueError`` with the accepted forms otherwise."""
+    now: ``30m``, ``12h``, ``7d``, ``2w`` (at most ``MAX_SINCE_DAYS``). UTC-aware; ``ValueError`` with a
+    message for anything else (garbage, a date that does not exist, a span that would overflow)."""
     text = value.strip()
-    if len(text) >= 2 and text[:-1].isdigit() and text[-1].lower() in _RELATIVE:
-        return (now or utcnow()) - timedelta(seconds=int(text[:-1]) * _RELATIVE[text[-1].lower()])
+    shown = repr(text if len(text) <= 40 else text[:40] + "\u2026")
+    if not _SINCE.fullmatch(text):
+        raise ValueError(f"{shown} is not {_SINCE_FORMS}")
+    if text[-1].lower() in _RELATIVE:
+        seconds = int(text[:-1]) * _RELATIVE[text[-1].lower()]
+        if seconds > MAX_SINCE_DAYS * 86400:
+            raise ValueError(f"{shown} reaches back more than {MAX_SINCE_DAYS} days")
+        return (now or utcnow()) - timedelta(seconds=seconds)
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{value!r} is not a date (2026-12-01, 2026-12-01T08:00:00Z) or a span (12h, 7d)") from None
-    return aware(parsed) or parsed
+        return (aware(parsed) or parsed).astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{shown} is not a date or date-time that exists and is in range "
+                         "(2026-12-01, 2026-12-01T08:00:00Z)") from None

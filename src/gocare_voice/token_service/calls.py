@@ -27,6 +27,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from gocare_voice.records.model import MAX_SINCE_DAYS, SINCE_PATTERN
 from gocare_voice.settings import AuthMode, Settings
 from gocare_voice.token_service.deps import Services, charge_rate_limit, require_caller
 from gocare_voice.token_service.errors import ApiError
@@ -174,6 +175,11 @@ async def _viewer(request: Request) -> Viewer:
 ViewerDep = Annotated[Viewer, Depends(_viewer)]
 
 
+SINCE_HELP = (f"Only calls since: an ISO date (2026-12-01) or date-time (2026-12-01T08:00:00Z, UTC unless an "
+              f"offset is given), or a span back from now (30m, 12h, 7d, 2w; at most {MAX_SINCE_DAYS} days). "
+              "Anything else, a date that does not exist or a longer span is a 422.")
+
+
 def build_calls_router(settings: Settings) -> APIRouter:
     reader = CallsReader(settings=settings)
 
@@ -191,7 +197,7 @@ def build_calls_router(settings: Settings) -> APIRouter:
         identity: IdentityParam = None,
         user: Annotated[str | None, Query(min_length=1, max_length=128, json_schema_extra=_NAME,
                                           description="Operator only: one user's calls")] = None,
-        since: Annotated[str | None, Query(max_length=40, description="ISO date-time, or 12h / 7d")] = None,
+        since: Annotated[str | None, Query(max_length=40, pattern=SINCE_PATTERN, description=SINCE_HELP)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> Response:
