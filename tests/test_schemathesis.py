@@ -16,6 +16,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from gocare_voice.records.model import SINCE_PATTERN
 from gocare_voice.settings import Settings
 from gocare_voice.token_service.app import create_app
 
@@ -80,6 +81,16 @@ def test_jwt_mode_follows_its_schema(case) -> None:
     case.call_and_validate(headers=_bearer(), excluded_checks=_excluded())
 
 
+@jwt_schema.include(path="/calls", method="GET").parametrize()
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+def test_the_calls_query_reaches_its_ranges(case) -> None:
+    """Issue 28: ``since=99999999999d`` was a 500. The schema states ``since``'s pattern (spans up to 12
+    digits, past the accepted range on purpose) and the ranges of ``limit``/``offset``; more examples here
+    than for the other operations, so generated values reach the edges where parsing used to overflow."""
+    case.call_and_validate(headers=_bearer(), excluded_checks=_excluded())
+
+
 @jwt_schema.parametrize()
 @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 def test_jwt_mode_without_a_token_is_401_everywhere_but_health(case) -> None:
@@ -106,6 +117,12 @@ def test_the_calls_routes_are_in_the_schema() -> None:
     assert set(paths["/calls"]["get"]["responses"]) >= {"200", "401", "403", "422"}
     assert "404" in paths["/calls/{call_id}"]["get"]["responses"]
     assert {p["name"] for p in paths["/calls"]["get"]["parameters"]} == {"identity", "user", "since", "limit", "offset"}
+    # every parameter states its range or shape, so the generated requests reach the edges (issue 28: a
+    # huge ``since`` span was a 500 that a pattern-less string parameter never produced)
+    params = {p["name"]: p["schema"] for p in paths["/calls"]["get"]["parameters"]}
+    assert params["since"]["anyOf"][0]["pattern"] == SINCE_PATTERN
+    assert params["limit"]["minimum"] == 1 and params["offset"]["maximum"] == 1_000_000
+    assert all("pattern" in params[name] for name in ("identity", "user"))
 
 
 @pytest.fixture(autouse=True, scope="module")
