@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import unicodedata
@@ -50,7 +51,9 @@ FILLER_WORDS = frozenset({
 _DIGIT, _NUMWORD, _FILLER, _WORD, _SEP, _BREAK = range(6)
 
 
+@functools.lru_cache(maxsize=4096)
 def _word_kind(word: str) -> int:
+    """Cached: a transcript repeats its words, and the log filter sees every livekit line."""
     from gocare_voice.conversation.phone import NUMBER_WORDS
 
     folded = unicodedata.normalize("NFKC", word).lower()
