@@ -29,7 +29,15 @@ def _seeded_records() -> str:
     import tempfile
     from datetime import timedelta
 
-    from gocare_voice.records.model import CallRecord, CallStatus, EndReason, Turn, utcnow
+    from gocare_voice.records.model import (
+        AnalysisStatus,
+        CallAnalysis,
+        CallRecord,
+        CallStatus,
+        EndReason,
+        Turn,
+        utcnow,
+    )
     from gocare_voice.records.store import CallStore
 
     url = f"sqlite:///{tempfile.mkdtemp(prefix='gocare-schemathesis-')}/calls.db"
@@ -40,6 +48,11 @@ def _seeded_records() -> str:
                                 started_at=utcnow() - timedelta(minutes=3), ended_at=utcnow(),
                                 end_reason=EndReason.user_left, modes=["assistant"], updated_at=utcnow())
             record.turns = [Turn(role="user", text="hello", at=utcnow())]
+            if identity == "user-42":  # an analysed call, so the analysis in the answers is checked too
+                record.analysis = CallAnalysis(status=AnalysisStatus.done, plan="gocare-default", values={
+                    "reason": "Asked for a callback", "resolved": False, "follow_up_needed": True,
+                    "urgency": "urgent", "callback_time": None}, success=False,
+                    alerts=[{"field": "urgency", "value": "urgent"}], attempts=1)
             store.create(record)
     return url
 

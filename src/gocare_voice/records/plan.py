@@ -10,6 +10,7 @@ every record, SQL paths of the filters and Prometheus label values.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -239,6 +240,12 @@ def read_plan_file(path: Path) -> Any:
 def load_plan(path: str | Path | None = None) -> AnalysisPlan:
     """The plan in ``path`` (None: the GoCare plan shipped with the package); ``PlanError`` otherwise."""
     return parse_plan(read_plan_file(DEFAULT_PLAN_FILE if path is None else Path(path)))
+
+
+@functools.lru_cache(maxsize=4)
+def configured_plan(path: str | None) -> AnalysisPlan:
+    """``GOCARE_CALL_ANALYSIS_PLAN``'s plan (the settings checked it at start), read once per process."""
+    return load_plan(path)
 
 
 # --- the model's answer --------------------------------------------------------------------------------

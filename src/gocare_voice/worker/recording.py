@@ -11,7 +11,6 @@ through ``SessionState.on_verification``. The recorder listens to all of it.
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib
 import logging
 import threading
@@ -38,7 +37,6 @@ from gocare_voice.worker.seams import CommandRunner
 
 if TYPE_CHECKING:
     from gocare_voice.records.model import CallAnalysis
-    from gocare_voice.records.plan import AnalysisPlan
     from gocare_voice.worker.metrics import CallMetrics
 
 logger = logging.getLogger("gocare.worker")
@@ -243,12 +241,13 @@ class CallRecording:
     async def _analyse(self, llm_factory: Callable[[], Any], alerting: list[asyncio.Task[Any]]) -> None:
         """Fill the plan, store the result (failed ones too), count it, and start the alert at once."""
         from gocare_voice.records.analysis import analyse, failed, worth_analysing
+        from gocare_voice.records.plan import configured_plan
 
         record = self.recorder.record
         if not worth_analysing(record):
             return
         timeout = self.settings.call_analysis_timeout
-        plan = await asyncio.to_thread(plan_of, self.settings.call_analysis_plan)
+        plan = await asyncio.to_thread(configured_plan, self.settings.call_analysis_plan)
         try:
             llm = await asyncio.to_thread(llm_factory)
             analysis = await asyncio.wait_for(analyse(llm, record, plan, timeout=timeout), timeout=timeout + 1)
@@ -281,14 +280,6 @@ class _Once:
 
 async def _nothing() -> None:
     return None
-
-
-@functools.lru_cache(maxsize=4)
-def plan_of(path: str | None) -> AnalysisPlan:
-    """The analysis plan (checked at start by the settings; read once per job process)."""
-    from gocare_voice.records.plan import load_plan
-
-    return load_plan(path)
 
 
 async def deliver_alert(settings: Settings, record: CallRecord, analysis: CallAnalysis) -> bool | None:
