@@ -118,7 +118,12 @@ def test_the_calls_routes_are_in_the_schema() -> None:
     paths = jwt_app.openapi()["paths"]
     assert set(paths["/calls"]["get"]["responses"]) >= {"200", "401", "403", "422"}
     assert "404" in paths["/calls/{call_id}"]["get"]["responses"]
-    assert {p["name"] for p in paths["/calls"]["get"]["parameters"]} == {"identity", "user", "since", "limit", "offset"}
+    assert {p["name"] for p in paths["/calls"]["get"]["parameters"]} == {"identity", "user", "since", "limit", "offset",
+                                                                         "where"}
+    # the analysis filters: a list of FIELD=VALUE, the plan's fields named in the operation's description
+    where = next(p for p in paths["/calls"]["get"]["parameters"] if p["name"] == "where")
+    assert where["schema"]["anyOf"][0]["items"]["pattern"].startswith("^[a-z][a-z0-9_]{0,39}=")
+    assert "follow_up_needed (boolean)" in paths["/calls"]["get"]["description"]
 
 
 @pytest.fixture(autouse=True, scope="module")
