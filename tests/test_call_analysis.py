@@ -330,3 +330,123 @@ def test_an_unknown_type_cannot_slip_through_a_hand_built_plan() -> None:
     """``AnalysisPlan`` is built by ``parse_plan`` only; this is the plan ``json_schema`` accepts."""
     with pytest.raises(KeyError):
         json_schema(AnalysisPlan(fields=(plans.PlanField(name="x", type="emotion", description="d"),)))
+
+
+# --- the worker's end of a call (records wired as the job wires them, no LiveKit) ------------------------------
+class _Hook:
+    """A webhook receiver on loopback that answers 503 to the first ``fail`` requests of each event type, then
+    200; keeps (type, signed, body) of every request, in order."""
+
+    def __init__(self, *, secret: str, fail: int = 0) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from harness.webhook_receiver import receiver_accepts
+
+        self.got: list[tuple[str, bool, dict]] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                data = json.loads(body)
+                signed = receiver_accepts(self.headers.get("GoCare-Signature", ""), body, secret=secret)
+                hook.got.append((data["type"], signed, data))
+                tries = sum(1 for kind, _s, _d in hook.got if kind == data["type"])
+                self.send_response(503 if tries <= fail else 200)
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+async def _recorded_call(tmp_path: Path, llm_server: ScriptedOpenAIServer, hook: _Hook, secret: str, **extra: object):
+    from gocare_voice import providers
+    from gocare_voice.conversation.state import SessionState
+
+    providers.import_plugins()  # on the main thread, as the job does before its session (livekit requires it)
+    from gocare_voice.records.events import TurnAdded
+    from gocare_voice.settings import Settings
+    from gocare_voice.worker.recording import CallRecording
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'calls.db'}", call_records="transcript",
+                        call_memory=False, llm_api_key="sk-test", llm_base_url=llm_server.base_url,
+                        call_webhook_url=hook.url, call_webhook_secret=secret, **extra)
+    store = CallStore.from_settings(settings)
+    state = SessionState(room_name="room-1", user_id="user-42")
+    recording = await CallRecording.start(settings=settings, store=store, state=state, call_id="AJ_end1",
+                                          room="room-1", identity="user-42")
+    recording.events.publish(TurnAdded(role="user", text="My chest hurts, call me back on 98765 43210"))
+    recording.events.publish(TurnAdded(role="assistant", text="Please call emergency services now."))
+    recording.closed(close_reason="participant_disconnected", user_left=True)
+    record = await recording.end("", llm_factory=lambda: providers.build_llm(settings))
+    return record, store
+
+
+async def test_the_end_of_a_call_stores_the_analysis_alerts_first_and_retries_both(
+        llm_server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    secret = "end-of-call-secret-0123456789"
+    urgent = {**GOOD, "urgency": "urgent", "reason": "Chest pain, asked for a callback"}
+    llm_server.script(Rule(system="analyse a finished call", reply=Reply(text=json.dumps(urgent))))
+    hook = _Hook(secret=secret, fail=1)
+    try:
+        record, store = await _recorded_call(tmp_path, llm_server, hook, secret, call_webhook_retries=2)
+    finally:
+        hook.close()
+    assert record.analysis is not None and record.analysis.status is AnalysisStatus.done
+    stored = store.get("AJ_end1")
+    assert stored is not None and stored.analysis == record.analysis and stored.webhook_status == "sent"
+    # the alert went out first (as soon as the analysis was done, its retry not holding up call.ended), each
+    # event retried after a 503, every attempt signed
+    assert hook.got[0][0] == "call.alert" and all(signed for _k, signed, _d in hook.got)
+    assert sorted(kind for kind, _s, _d in hook.got) == ["call.alert", "call.alert", "call.ended", "call.ended"]
+    alert = [d for k, _s, d in hook.got if k == "call.alert"][-1]
+    ended = [d for k, _s, d in hook.got if k == "call.ended"][-1]
+    assert alert["alerts"] == [{"field": "urgency", "value": "urgent"}] and "turns" not in alert["call"]
+    assert ended["call"]["analysis"]["values"]["reason"] == "Chest pain, asked for a callback"
+    (request,) = llm_server.chat_requests()
+    assert "call me back on ********10" in request.last_user_text and "98765" not in request.last_user_text
+    store.close()
+
+
+async def test_an_invalid_answer_at_the_end_of_a_call_is_stored_failed_and_sent(
+        llm_server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    secret = "end-of-call-secret-0123456789"
+    llm_server.script(Rule(system="analyse a finished call", reply=Reply(text="I think it was urgent.")))
+    hook = _Hook(secret=secret)
+    try:
+        record, store = await _recorded_call(tmp_path, llm_server, hook, secret)
+    finally:
+        hook.close()
+    assert record.analysis is not None and record.analysis.status is AnalysisStatus.failed
+    assert record.analysis.attempts == 2 and record.analysis.error == "invalid answer: the answer is not JSON"
+    stored = store.get("AJ_end1")
+    assert stored is not None and stored.analysis is not None and stored.analysis.status is AnalysisStatus.failed
+    assert [kind for kind, _s, _d in hook.got] == ["call.ended"]  # no alert from a failed analysis
+    assert hook.got[0][2]["call"]["analysis"]["status"] == "failed"
+    assert len(llm_server.chat_requests()) == 2
+    store.close()
+
+
+def test_settings_of_the_analysis() -> None:
+    from gocare_voice.settings import Settings
+
+    defaults = Settings()
+    assert defaults.call_analysis is True and defaults.call_analysis_plan is None
+    assert defaults.call_analysis_timeout == 8.0 and defaults.call_alert_webhook_url is None
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env_file=None, call_analysis_timeout="0")
+    assert caught.value.problems == ["GOCARE_CALL_ANALYSIS_TIMEOUT: Input should be greater than 0"]
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env_file=None, call_alert_webhook_url="ftp://x")
+    assert ("GOCARE_CALL_ALERT_WEBHOOK_URL: must be an http:// or https:// URL without user info"
+            in caught.value.problems)
+    assert ("GOCARE_CALL_WEBHOOK_SECRET: required with GOCARE_CALL_ALERT_WEBHOOK_URL (alerts are signed)"
+            in caught.value.problems)
