@@ -367,7 +367,8 @@ class _Hook:
         self.server.shutdown()
 
 
-async def _recorded_call(tmp_path: Path, llm_server: ScriptedOpenAIServer, hook: _Hook, secret: str, **extra: object):
+async def _recorded_call(tmp_path: Path, llm_server: ScriptedOpenAIServer, hook: _Hook, secret: str, *,
+                         before_end: object = None, **extra: object):
     from gocare_voice import providers
     from gocare_voice.conversation.state import SessionState
 
@@ -386,6 +387,8 @@ async def _recorded_call(tmp_path: Path, llm_server: ScriptedOpenAIServer, hook:
     recording.events.publish(TurnAdded(role="user", text="My chest hurts, call me back on 98765 43210"))
     recording.events.publish(TurnAdded(role="assistant", text="Please call emergency services now."))
     recording.closed(close_reason="participant_disconnected", user_left=True)
+    if callable(before_end):
+        before_end()
     record = await recording.end("", llm_factory=lambda: providers.build_llm(settings))
     return record, store
 
@@ -450,3 +453,21 @@ def test_settings_of_the_analysis() -> None:
             in caught.value.problems)
     assert ("GOCARE_CALL_WEBHOOK_SECRET: required with GOCARE_CALL_ALERT_WEBHOOK_URL (alerts are signed)"
             in caught.value.problems)
+
+
+async def test_a_plan_file_broken_after_the_start_costs_the_analysis_not_the_webhook(
+        llm_server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    secret = "end-of-call-secret-0123456789"
+    file = tmp_path / "plan.yaml"
+    file.write_text(plans.DEFAULT_PLAN_FILE.read_text())
+    plans.configured_plan.cache_clear()
+    hook = _Hook(secret=secret)
+    try:
+        record, store = await _recorded_call(tmp_path, llm_server, hook, secret, call_analysis_plan=str(file),
+                                             before_end=lambda: file.write_text("fields: [oops"))
+    finally:
+        hook.close()
+        plans.configured_plan.cache_clear()
+    assert record.analysis is None and [kind for kind, _s, _d in hook.got] == ["call.ended"]
+    assert llm_server.chat_requests() == []
+    store.close()

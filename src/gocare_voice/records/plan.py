@@ -296,7 +296,9 @@ def check_answer(plan: AnalysisPlan, text: str, *, clean: Any = None) -> tuple[d
     allowed = set(plan.names) | ({"success"} if plan.success_criteria else set())
     extra = sorted(k for k in data if k not in allowed)
     if extra:
-        raise InvalidAnswer(f"unknown key(s): {', '.join(extra[:5])}")
+        # named only when they are identifiers: the reason is logged and stored, a key could be anything
+        shown = [k if NAME.fullmatch(k) else "(not an identifier)" for k in extra[:5]]
+        raise InvalidAnswer(f"unknown key(s): {', '.join(shown)}")
     values: dict[str, Value] = {}
     for f in plan.fields:
         values[f.name] = _value(f, data.get(f.name), clean=clean)

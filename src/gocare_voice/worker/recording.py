@@ -247,7 +247,12 @@ class CallRecording:
         if not worth_analysing(record):
             return
         timeout = self.settings.call_analysis_timeout
-        plan = await asyncio.to_thread(configured_plan, self.settings.call_analysis_plan)
+        try:
+            plan = await asyncio.to_thread(configured_plan, self.settings.call_analysis_plan)
+        except Exception as error:  # noqa: BLE001 - checked at start; a file changed since must not lose the webhook
+            logger.error("call analysis not made (call=%s): the plan cannot be read now: %s", record.call_id,
+                         type(error).__name__)
+            return
         try:
             llm = await asyncio.to_thread(llm_factory)
             analysis = await asyncio.wait_for(analyse(llm, record, plan, timeout=timeout), timeout=timeout + 1)
