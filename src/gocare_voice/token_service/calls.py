@@ -44,6 +44,8 @@ MAX_WHERE = 10
 WhereItem = Annotated[str, Field(min_length=3, max_length=241, pattern=WHERE_PATTERN)]
 WhereParam = Annotated[list[WhereItem] | None, Query(
     max_length=MAX_WHERE,
+    openapi_examples={"follow-up": {"summary": "calls someone must follow up, urgent ones",
+                                    "value": ["follow_up_needed=true", "urgency=urgent"]}},
     description="Analysis filters, FIELD=VALUE, repeatable (all must hold); only analysed calls match. Boolean: "
                 "true/false; choice: one of its values; number: equal; text: contains, case-insensitive. The "
                 "fields are the analysis plan's (listed in this operation's description).")]
