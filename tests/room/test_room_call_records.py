@@ -51,6 +51,9 @@ def receiver() -> Iterator[WebhookReceiver]:
     running.stop()
 
 
+METRICS_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def records_worker(livekit, providers: Providers, users_db: str, room_logs: Path,
                    receiver: WebhookReceiver) -> Iterator[RunningWorker]:
@@ -58,7 +61,7 @@ def records_worker(livekit, providers: Providers, users_db: str, room_logs: Path
                            logs=room_logs, extra={
                                "GOCARE_AGENT_NAME": AGENT, "GOCARE_AUTH_MODE": "jwt", "GOCARE_AUTH_JWT_SECRET": JWT_SECRET,
                                "GOCARE_CALL_RECORDS": "transcript", "GOCARE_CALL_MEMORY": "on",
-                               "GOCARE_CALL_ANALYSIS": "on",
+                               "GOCARE_CALL_ANALYSIS": "on", "GOCARE_WORKER_METRICS_PORT": str(METRICS_PORT),
                                "GOCARE_CALL_WEBHOOK_URL": receiver.url, "GOCARE_CALL_WEBHOOK_SECRET": WEBHOOK_SECRET,
                                # the call ends when the user leaves (no wait for a reconnect), one wrong number ends it
                                "GOCARE_RECONNECT_GRACE": "0", "GOCARE_MAX_AUTH_ATTEMPTS": "1",
@@ -381,6 +384,7 @@ async def test_a_callback_request_is_analysed_alerted_and_found(records_worker, 
     (urgent) in a signed call.alert, and ``--where follow_up_needed=true`` finds that call and not the
     routine one made next."""
     callback_room, other_room = own_room("user-42", room_name + "-cb"), own_room("user-42", room_name + "-hours")
+    counted_before = analysis_counts()
     follow = {"reason": "Asked for a callback about the insulin pump delivery", "resolved": False,
               "follow_up_needed": True, "urgency": "urgent", "callback_time": "tomorrow morning", "success": False}
     routine = {"reason": "Asked when the pharmacy opens", "resolved": True, "follow_up_needed": False,
@@ -438,3 +442,23 @@ async def test_a_callback_request_is_analysed_alerted_and_found(records_worker, 
     assert answer.status_code == 200, answer.text
     ids = {c["call_id"] for c in answer.json()["calls"]}
     assert ended["call_id"] in ids and other["call_id"] not in ids
+    # the worker's /metrics counted both calls by the plan's boolean and choice fields, nothing else
+    counted = analysis_counts()
+    moved = {key: counted.get(key, 0) - counted_before.get(key, 0) for key in counted}
+    assert {k: v for k, v in moved.items() if v} == {
+        ("follow_up_needed", "true"): 1, ("follow_up_needed", "false"): 1, ("resolved", "false"): 1,
+        ("resolved", "true"): 1, ("urgency", "urgent"): 1, ("urgency", "routine"): 1}
+
+
+def analysis_counts() -> dict[tuple[str, str], float]:
+    """``gocare_call_analysis_values_total`` from the records worker's /metrics, by (field, value)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+    counts: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "gocare_call_analysis_values_total":
+                counts[(sample.labels["field"], sample.labels["value"])] = sample.value
+    assert all(field in ("resolved", "follow_up_needed", "urgency") for field, _ in counts), counts
+    return counts
