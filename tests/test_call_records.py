@@ -169,7 +169,7 @@ def _migration_checks(url: str) -> None:
         migrate.downgrade(engine, "base") if migrate.current(engine) else None
         assert migrate.current(engine) is None
         assert migrate.upgrade(engine) == migrate.head() == migrate.HEAD  # the constant is Alembic's head
-        assert migrate.upgrade(engine) == "0001"  # idempotent
+        assert migrate.upgrade(engine) == migrate.HEAD  # idempotent
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"version_table": migrate.VERSION_TABLE})
             diff = [d for d in compare_metadata(context, metadata)
@@ -206,7 +206,7 @@ def _concurrent_upgrades(url: str) -> None:
     workers = [subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for _ in range(4)]
     results = [(w.communicate(timeout=120), w.returncode) for w in workers]
-    assert [(out.strip(), rc) for (out, _err), rc in results] == [("0001", 0)] * 4, results
+    assert [(out.strip(), rc) for (out, _err), rc in results] == [(migrate.HEAD, 0)] * 4, results
 
 
 def test_concurrent_upgrades_on_sqlite(tmp_path) -> None:

@@ -97,7 +97,7 @@ def test_prune_enforces_the_retention(db_url: str, monkeypatch: pytest.MonkeyPat
     assert "marked 1 record(s) of crashed jobs" in pruned.output  # the old one was never finished
     assert [c["call_id"] for c in json.loads(calls("list", "--json").output)] == ["AJ_asha1", "AJ_john1"]
     assert "nothing deleted" in calls("prune", "--days", "0").output
-    assert "revision 0001" in calls("migrate").output
+    assert "revision 0002" in calls("migrate").output
 
 
 def test_reading_commands_create_no_database(tmp_path: Path) -> None:
@@ -121,3 +121,42 @@ def test_help_stays_lazy() -> None:
             "print(sorted(m for m in ('sqlalchemy', 'alembic') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_where_filters_on_the_analysis_and_show_prints_it_as_text(db_url: str) -> None:
+    """``--where FIELD=VALUE`` (repeatable) by the configured plan; a wrong field or value exits 2 with one
+    line; ``show`` prints the analysis, its values as literal text (the model wrote them from a caller's words)."""
+    from gocare_voice.records.model import AnalysisStatus, CallAnalysis
+
+    seed(db_url)
+    with CallStore(url=db_url) as store:
+        store.set_analysis("AJ_john1", CallAnalysis(status=AnalysisStatus.done, plan="gocare-default", values={
+            "reason": "Asked for a callback about [red]knee[/red] surgery", "resolved": False,
+            "follow_up_needed": True, "urgency": "urgent", "callback_time": "after 5 pm"}, success=False,
+            alerts=[{"field": "urgency", "value": "urgent"}], attempts=1))
+        store.set_analysis("AJ_asha1", CallAnalysis(status=AnalysisStatus.failed, plan="gocare-default",
+                                                    error="invalid answer: the answer is not JSON", attempts=2))
+    follow = calls("list", "--where", "follow_up_needed=true", "--json")
+    assert follow.exit_code == 0, follow.output
+    assert [c["call_id"] for c in json.loads(follow.output)] == ["AJ_john1"]
+    both = calls("list", "--where", "follow_up_needed=yes", "--where", "urgency=urgent")
+    assert both.exit_code == 0 and "AJ_john1" in both.output and "AJ_asha1" not in both.output
+    assert "done urgency=urgent" in both.output
+    assert json.loads(calls("list", "--where", "urgency=routine", "--json").output) == []
+    assert [c["call_id"] for c in json.loads(calls("list", "--where", "reason=KNEE", "--json").output)] == ["AJ_john1"]
+    for wrong, line in [("mood=sad", "'mood' is not a field of the analysis plan"),
+                        ("urgency=asap", "urgency: 'asap' is not one of routine, soon, urgent"),
+                        ("follow_up_needed", "'follow_up_needed' is not FIELD=VALUE")]:
+        refused = calls("list", "--where", wrong)
+        assert refused.exit_code == 2 and line in refused.output, refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+    shown = calls("show", "AJ_john1")
+    assert shown.exit_code == 0, shown.output
+    for expected in ("Analysis (done, plan gocare-default)", "Asked for a callback about [red]knee[/red] surgery",
+                     "follow_up_needed", "true", "after 5 pm", "urgency=urgent"):
+        assert expected in shown.output, expected
+    failed = calls("show", "AJ_asha1")
+    assert "Analysis (failed" in failed.output and "invalid answer: the answer is not JSON" in failed.output
+    assert "not analysed" in calls("show", "AJ_old").output
+    exported = [json.loads(line) for line in calls("export", "--where", "urgency=urgent").output.strip().splitlines()]
+    assert [r["call_id"] for r in exported] == ["AJ_john1"] and exported[0]["analysis"]["values"]["urgency"] == "urgent"

@@ -30,7 +30,15 @@ def _seeded_records() -> str:
     import tempfile
     from datetime import timedelta
 
-    from gocare_voice.records.model import CallRecord, CallStatus, EndReason, Turn, utcnow
+    from gocare_voice.records.model import (
+        AnalysisStatus,
+        CallAnalysis,
+        CallRecord,
+        CallStatus,
+        EndReason,
+        Turn,
+        utcnow,
+    )
     from gocare_voice.records.store import CallStore
 
     url = f"sqlite:///{tempfile.mkdtemp(prefix='gocare-schemathesis-')}/calls.db"
@@ -41,6 +49,11 @@ def _seeded_records() -> str:
                                 started_at=utcnow() - timedelta(minutes=3), ended_at=utcnow(),
                                 end_reason=EndReason.user_left, modes=["assistant"], updated_at=utcnow())
             record.turns = [Turn(role="user", text="hello", at=utcnow())]
+            if identity == "user-42":  # an analysed call, so the analysis in the answers is checked too
+                record.analysis = CallAnalysis(status=AnalysisStatus.done, plan="gocare-default", values={
+                    "reason": "Asked for a callback", "resolved": False, "follow_up_needed": True,
+                    "urgency": "urgent", "callback_time": None}, success=False,
+                    alerts=[{"field": "urgency", "value": "urgent"}], attempts=1)
             store.create(record)
     return url
 
@@ -116,13 +129,17 @@ def test_the_calls_routes_are_in_the_schema() -> None:
     paths = jwt_app.openapi()["paths"]
     assert set(paths["/calls"]["get"]["responses"]) >= {"200", "401", "403", "422"}
     assert "404" in paths["/calls/{call_id}"]["get"]["responses"]
-    assert {p["name"] for p in paths["/calls"]["get"]["parameters"]} == {"identity", "user", "since", "limit", "offset"}
+    assert {p["name"] for p in paths["/calls"]["get"]["parameters"]} == {"identity", "user", "since", "limit", "offset",
+                                                                         "where"}
     # every parameter states its range or shape, so the generated requests reach the edges (issue 28: a
     # huge ``since`` span was a 500 that a pattern-less string parameter never produced)
     params = {p["name"]: p["schema"] for p in paths["/calls"]["get"]["parameters"]}
     assert params["since"]["anyOf"][0]["pattern"] == SINCE_PATTERN
     assert params["limit"]["minimum"] == 1 and params["offset"]["maximum"] == 1_000_000
     assert all("pattern" in params[name] for name in ("identity", "user"))
+    # the analysis filters: a list of FIELD=VALUE, the plan's fields named in the operation's description
+    assert params["where"]["anyOf"][0]["items"]["pattern"].startswith("^[a-z][a-z0-9_]{0,39}=")
+    assert "follow_up_needed (boolean)" in paths["/calls"]["get"]["description"]
 
 
 @pytest.fixture(autouse=True, scope="module")

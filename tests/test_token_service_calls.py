@@ -154,3 +154,49 @@ def test_the_schema_states_the_since_pattern_and_range() -> None:
     assert params["since"]["schema"]["anyOf"][0]["pattern"] == SINCE_PATTERN
     assert f"at most {MAX_SINCE_DAYS} days" in params["since"]["description"]
     assert params["limit"]["schema"]["maximum"] >= 1 and params["offset"]["schema"]["maximum"] == 1_000_000
+
+
+def test_calls_filter_on_the_analysis(url: str) -> None:
+    """``?where=FIELD=VALUE`` (repeatable) by the configured plan; a field or value the plan does not have is
+    a 422 naming it; the filter and the analysis are in the OpenAPI schema."""
+    from gocare_voice.records.model import AnalysisStatus, CallAnalysis
+
+    add_call(url, "AJ_callback", "user-42", minutes_ago=3)
+    add_call(url, "AJ_hours", "user-42", minutes_ago=2)
+    add_call(url, "AJ_plain", "user-42", minutes_ago=1)
+    base = {"reason": "Asked for a callback about insulin", "resolved": False, "follow_up_needed": True,
+            "urgency": "urgent", "callback_time": "after 5 pm"}
+    with CallStore(url=url) as store:
+        store.set_analysis("AJ_callback", CallAnalysis(status=AnalysisStatus.done, plan="gocare-default", values=base,
+                                                       alerts=[{"field": "urgency", "value": "urgent"}], attempts=1))
+        store.set_analysis("AJ_hours", CallAnalysis(status=AnalysisStatus.done, plan="gocare-default", values={
+            **base, "reason": "Opening hours", "follow_up_needed": False, "resolved": True, "urgency": "routine"}))
+    client = TestClient(create_app(Settings(rate_limit="off", auth_mode="jwt", auth_jwt_secret=SECRET,
+                                            database_url=url)))
+
+    def ids(*where: str) -> list[str]:
+        answer = client.get("/calls", headers=bearer("user-42"), params=[("where", w) for w in where])
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["total"] == len(answer.json()["calls"])
+        return [c["call_id"] for c in answer.json()["calls"]]
+
+    assert ids() == ["AJ_plain", "AJ_hours", "AJ_callback"]
+    assert ids("follow_up_needed=true") == ["AJ_callback"]
+    assert ids("follow_up_needed=false", "urgency=routine") == ["AJ_hours"]
+    assert ids("follow_up_needed=true", "urgency=routine") == []
+    assert ids("reason=insulin") == ["AJ_callback"]
+    listed = client.get("/calls", headers=bearer("user-42"), params={"where": "urgency=urgent"}).json()["calls"][0]
+    assert listed["analysis"]["values"]["follow_up_needed"] is True
+    assert listed["analysis"]["alerts"] == [{"field": "urgency", "value": "urgent"}]
+    for wrong, message in [("mood=sad", "where: 'mood' is not a field of the analysis plan"),
+                           ("urgency=asap", "where: urgency: 'asap' is not one of routine, soon, urgent")]:
+        refused = client.get("/calls", headers=bearer("user-42"), params={"where": wrong})
+        assert refused.status_code == 422 and message in refused.json()["detail"], refused.text
+    assert client.get("/calls", headers=bearer("user-42"), params={"where": "no-equals"}).status_code == 422
+    schema = client.get("/openapi.json").json()
+    operation = schema["paths"]["/calls"]["get"]
+    where = next(p for p in operation["parameters"] if p["name"] == "where")
+    assert where["schema"]["anyOf"][0]["type"] == "array" and "FIELD=VALUE" in where["description"]
+    assert "follow_up_needed (boolean)" in operation["description"]
+    assert "urgency (routine|soon|urgent)" in operation["description"]
+    assert "analysis" in schema["components"]["schemas"]["CallOut"]["properties"]

@@ -171,3 +171,32 @@ def test_a_counter_that_fails_is_logged_and_the_call_goes_on(caplog: pytest.LogC
     metrics.verifications = Broken()  # type: ignore[assignment]
     metrics.verification("verified")  # no exception
     assert "metric gocare_verifications not counted: OSError" in caplog.text
+
+
+def test_analysed_calls_are_counted_by_the_plans_boolean_and_choice_fields_only() -> None:
+    """Issue 31: the label values are the plan's own (its field names, true/false, its choices); a text or a
+    number never becomes a label, and a value outside the plan counts as ``other``."""
+    from gocare_voice.records.plan import load_plan
+
+    plan = load_plan()
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry=registry)
+    values = {"reason": "Callback about 98765 43210", "resolved": False, "follow_up_needed": True,
+              "urgency": "urgent", "callback_time": "after 5 pm"}
+    metrics.call_analysed(plan, "done", values)
+    metrics.call_analysed(plan, "done", {**values, "urgency": "<script>", "follow_up_needed": None})
+    metrics.call_analysed(plan, "failed", {})
+    metrics.call_analysed(plan, "weird", {})
+    name = "gocare_call_analysis_values_total"
+    assert value(registry, name, field="follow_up_needed", value="true") == 1
+    assert value(registry, name, field="follow_up_needed", value="none") == 1
+    assert value(registry, name, field="resolved", value="false") == 2
+    assert value(registry, name, field="urgency", value="urgent") == 1
+    assert value(registry, name, field="urgency", value="other") == 1
+    assert value(registry, "gocare_call_analyses_total", status="done") == 2
+    assert value(registry, "gocare_call_analyses_total", status="failed") == 1
+    assert value(registry, "gocare_call_analyses_total", status="other") == 1
+    labels = {s.labels.get("field") for m in registry.collect() for s in m.samples if m.name == "gocare_call_analysis_values"}
+    assert labels == {"resolved", "follow_up_needed", "urgency"}  # never reason or callback_time
+    exposed = " ".join(str(s.labels) for m in registry.collect() for s in m.samples)
+    assert "98765" not in exposed and "after 5 pm" not in exposed and "<script>" not in exposed

@@ -397,6 +397,14 @@ class Settings(BaseSettings):
     """A verified user's next call knows the summaries of their last calls (needs transcript records)."""
     call_memory_calls: int = Field(3, ge=1, le=10, validation_alias="GOCARE_CALL_MEMORY_CALLS")
     call_summary_timeout: float = Field(6.0, gt=0, le=60, validation_alias="GOCARE_CALL_SUMMARY_TIMEOUT")
+    call_analysis: bool = Field(True, validation_alias="GOCARE_CALL_ANALYSIS")
+    """At the end of a transcript record, the LLM fills the analysis plan (needs transcript records)."""
+    call_analysis_plan: str | None = Field(None, validation_alias="GOCARE_CALL_ANALYSIS_PLAN")
+    """The plan file (YAML or JSON); unset: the GoCare plan shipped with the package (records/default_plan.yaml)."""
+    call_analysis_timeout: float = Field(8.0, gt=0, le=60, validation_alias="GOCARE_CALL_ANALYSIS_TIMEOUT")
+    """Seconds for the whole analysis, the second attempt included."""
+    call_alert_webhook_url: str | None = Field(None, validation_alias="GOCARE_CALL_ALERT_WEBHOOK_URL")
+    """Where ``call.alert`` goes (signed with GOCARE_CALL_WEBHOOK_SECRET); unset: GOCARE_CALL_WEBHOOK_URL."""
     operator_token: SecretStr | None = Field(None, validation_alias="GOCARE_OPERATOR_TOKEN")
     """Bearer credential of the operator on ``GET /calls`` (every user's calls); unset: no operator access."""
 
@@ -512,7 +520,7 @@ class Settings(BaseSettings):
         "azure_speech_region", "azure_speech_endpoint", "livekit_client_url", "worker_idle_processes",
         "worker_load_threshold", "worker_drain_timeout", "worker_metrics_port", "metrics_port", "playground_sdk_url",
         "playground_sdk_sri", "call_records", "call_webhook_url", "call_webhook_secret", "operator_token",
-        mode="before",
+        "call_analysis_plan", "call_alert_webhook_url", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
@@ -601,7 +609,30 @@ class Settings(BaseSettings):
         token = self.operator_token.get_secret_value() if self.operator_token else None
         if token is not None and len(token.encode()) < (32 if production else 16):
             problems.append(f"GOCARE_OPERATOR_TOKEN: at least {32 if production else 16} bytes")
+        alert_url = self.call_alert_webhook_url
+        if alert_url is not None:
+            if not re.fullmatch(r"https?://[^\s/?#@]+(?:/[^\s#]*)?", alert_url):
+                problems.append("GOCARE_CALL_ALERT_WEBHOOK_URL: must be an http:// or https:// URL without user info")
+            elif production and not alert_url.lower().startswith("https://"):
+                problems.append("GOCARE_CALL_ALERT_WEBHOOK_URL: must be an https:// URL when GOCARE_ENV=production")
+            if secret is None:
+                problems.append("GOCARE_CALL_WEBHOOK_SECRET: required with GOCARE_CALL_ALERT_WEBHOOK_URL (alerts are signed)")
+        problems.extend(self._analysis_plan_problems())
         return problems
+
+    def _analysis_plan_problems(self) -> list[str]:
+        """The operator's plan file, read and checked now (at start), one line per problem."""
+        if self.call_analysis_plan is None:
+            return []
+        from gocare_voice.records.plan import PlanError, parse_plan, read_plan_file
+
+        path = Path(self.call_analysis_plan)
+        try:
+            parse_plan(read_plan_file(path))
+        except PlanError as error:
+            read = error.problems[0].startswith(("cannot read", str(path)))
+            return [f"GOCARE_CALL_ANALYSIS_PLAN: {p if read else f'{path}: {p}'}" for p in error.problems]
+        return []
 
     def _jwt_problems(self) -> list[str]:
         secret = self.auth_jwt_secret.get_secret_value() if self.auth_jwt_secret else None

@@ -180,6 +180,8 @@ def start_worker(*, name: str, livekit: LiveKitServer, providers: Providers, use
         # the summary a verified call asks the LLM for at its end would land in the next test's script
         # (tests/room/test_room_call_records.py runs a worker of its own with memory on)
         "GOCARE_CALL_MEMORY": "off",
+        # the same for the end-of-call analysis (on in that module's worker only)
+        "GOCARE_CALL_ANALYSIS": "off",
         **(extra or {}),
     })
     worker = ManagedProcess(name, [*_gocare(), "worker", "start"], log_path=logs / f"{name}.log", env=env,

@@ -341,3 +341,36 @@ async def test_playground_shows_the_call_list_and_a_records_transcript(
     await page.page.fill("#identity", "user-nobody")
     await page.page.click("#calls-load")
     await page.expect_text("#calls-status", r"^0 of 0 call\(s\)")
+
+
+async def test_playground_shows_a_calls_analysis_as_text(playground_service, users_db, open_page):
+    """The call view shows the end-of-call analysis (issue 31): the alert in the list, every field in the
+    detail, the model's words as text (markup in them stays literal). A record stored as the worker stores it."""
+    import uuid
+
+    from gocare_voice.records.model import AnalysisStatus, CallAnalysis, CallRecord, CallStatus, EndReason, Turn, utcnow
+    from gocare_voice.records.store import CallStore
+
+    identity = f"user-analysed-{uuid.uuid4().hex[:6]}"
+    record = CallRecord(call_id=f"AJ_{uuid.uuid4().hex[:12]}", room=f"{identity}-room", participant_identity=identity,
+                        user_id=identity, status=CallStatus.ended, started_at=utcnow(), ended_at=utcnow(),
+                        end_reason=EndReason.user_left, updated_at=utcnow())
+    record.turns = [Turn(role="user", text="Please call me back about my insulin pump.", at=utcnow())]
+    record.analysis = CallAnalysis(status=AnalysisStatus.done, plan="gocare-default", values={
+        "reason": "Callback about the <b>insulin pump</b>", "resolved": False, "follow_up_needed": True,
+        "urgency": "urgent", "callback_time": None}, success=False, alerts=[{"field": "urgency", "value": "urgent"}],
+        attempts=1)
+    with CallStore(url=users_db) as store:
+        store.create(record)
+    page = await open_page(playground_service.url + "/playground")
+    await page.page.fill("#identity", identity)
+    await page.page.click("#calls-load")
+    await page.expect_text("#calls-status", r"^1 of 1 call\(s\)")
+    listed = await page.expect_text("#calls-list", r"alert: urgency=urgent")
+    assert "analysed" in listed
+    await page.page.locator("#calls-list button").click()
+    await page.expect_text("#call-analysis-title", r"^Analysis: done \(plan gocare-default\)$")
+    shown = await page.expect_text("#call-analysis", r"follow_up_needed")
+    assert "Callback about the <b>insulin pump</b>" in shown  # literal, not bold
+    assert await page.page.locator("#call-analysis b").count() == 0
+    assert "urgency\nurgent" in shown and "callback_time\n—" in shown and "follow_up_needed\nyes" in shown

@@ -1,6 +1,7 @@
 """``gocare calls``: the call records the worker keeps (docs/call-records.md).
 
-``list`` and ``show`` are rich tables (``--json`` for scripts), ``export`` writes JSON lines or CSV,
+``list`` and ``show`` are rich tables (``--json`` for scripts; ``--where FIELD=VALUE`` filters on the call
+analysis, docs/call-records.md "Analysis"), ``export`` writes JSON lines or CSV,
 ``prune`` enforces ``GOCARE_CALL_RETENTION_DAYS``, ``migrate`` brings the schema up to date. Reading commands
 never create a database. Stored transcripts are already masked (numbers), so nothing is masked again here;
 everything from a record is printed as literal text (never rich markup) with its control characters shown
@@ -33,7 +34,7 @@ calls_app = new_app(name="calls", help="Call records: who called, when, how it e
 _DB_HELP = "Database URL (default: GOCARE_DATABASE_URL, else sqlite:///gocare-users.db)."
 CSV_COLUMNS = ("call_id", "started_at", "ended_at", "duration_seconds", "status", "end_reason", "room",
                "participant_identity", "user_id", "verified_user_id", "modes", "commands", "voice_uploads",
-               "turns", "summary")
+               "turns", "summary", "analysis")
 
 
 def _console() -> Console:
@@ -63,7 +64,8 @@ def _store(ctx: typer.Context, database_url: Optional[str], *, writable: bool = 
         store.close()
 
 
-def _query(user: Optional[str], since: Optional[str], *, limit: int = 50, offset: int = 0) -> CallQuery:
+def _query(user: Optional[str], since: Optional[str], *, limit: int = 50, offset: int = 0,
+           where: tuple[Any, ...] = ()) -> CallQuery:
     from gocare_voice.records.model import parse_since
     from gocare_voice.records.store import CallQuery
 
@@ -71,7 +73,43 @@ def _query(user: Optional[str], since: Optional[str], *, limit: int = 50, offset
         when = parse_since(since) if since else None
     except ValueError as error:
         fail(f"--since: {error}", 2)
-    return CallQuery(user_id=user, since=when, limit=limit, offset=offset)
+    return CallQuery(user_id=user, since=when, limit=limit, offset=offset, where=where)
+
+
+def _where(ctx: typer.Context, expressions: Optional[list[str]], database_url: Optional[str]) -> tuple[Any, ...]:
+    """``--where FIELD=VALUE`` (repeatable; all must hold) -> the store's conditions, by the configured plan."""
+    if not expressions:
+        return ()
+    from gocare_voice.records.plan import configured_plan, parse_wheres
+
+    settings = load_cli_settings(ctx, **({"database_url": database_url} if database_url else {}))
+    try:
+        return parse_wheres(configured_plan(settings.call_analysis_plan), expressions)
+    except ValueError as error:
+        fail(f"--where: {error}", 2)
+
+
+_WHERE_HELP = ("Only analysed calls whose analysis has FIELD=VALUE (repeatable, all must hold): "
+               "follow_up_needed=true, urgency=urgent; a text field matches what it contains.")
+
+
+def _analysis_cell(record: CallRecord) -> str:
+    """The list's ANALYSIS column: done or failed, and the alert values the analysis found."""
+    analysis = record.analysis
+    if analysis is None:
+        return ""
+    fired = " ".join(f"{a.get('field')}={_shown(a.get('value'))}" for a in analysis.alerts)
+    return f"{analysis.status.value} {fired}".strip()
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _when(value: datetime | None) -> str:
@@ -92,11 +130,12 @@ def list_calls(
     user: Optional[str] = typer.Option(None, "--user", help="Only this user's calls (user id or identity)."),
     since: Optional[str] = typer.Option(None, "--since", help="Only calls since: 2026-12-01, 2026-12-01T08:00Z, 12h, 7d."),
     limit: int = typer.Option(50, "--limit", min=1, max=10_000, help="Show at most this many (newest first)."),
+    where: Optional[list[str]] = typer.Option(None, "--where", metavar="FIELD=VALUE", help=_WHERE_HELP),
     as_json: bool = typer.Option(False, "--json", help="JSON (one array, no transcripts) instead of a table."),
     database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
 ) -> None:
     """List calls, newest first."""
-    query = _query(user, since, limit=limit)
+    query = _query(user, since, limit=limit, where=_where(ctx, where, database_url))
     with _store(ctx, database_url) as store:
         records = store.list(query)
         total = store.count(query)
@@ -109,14 +148,17 @@ def list_calls(
     from rich.table import Table
 
     table = Table(title=f"Calls ({len(records)} of {total})", title_justify="left")
-    for column in ("CALL ID", "STARTED (UTC)", "DURATION", "IDENTITY", "VERIFIED", "END", "MODES", "UPLOADS"):
+    for column in ("CALL ID", "STARTED (UTC)", "DURATION", "IDENTITY", "VERIFIED", "END", "MODES", "UPLOADS",
+                   "ANALYSIS"):
         table.add_column(column, overflow="fold")
     for r in records:
         # every cell literal text: an identity of "[/x]" is not markup (it once made list exit with a
-        # MarkupError for every record), "[link=...]" not a link, an ESC byte shown as \x1b
+        # MarkupError for every record), "[link=...]" not a link, an ESC byte shown as \x1b; identities, modes
+        # and analysis values come from callers and the model
         table.add_row(*(literal(cell) for cell in (
             r.call_id, _when(r.started_at), _duration(r), r.participant_identity or "", r.verified_user_id or "no",
-            r.end_reason.value if r.end_reason else r.status.value, ",".join(r.modes), r.voice_uploads)))
+            r.end_reason.value if r.end_reason else r.status.value, ",".join(r.modes), r.voice_uploads,
+            _analysis_cell(r))))
     _console().print(table)
 
 
@@ -150,6 +192,7 @@ def show(
         facts.add_row(key, literal(shown))
     console = _console()
     console.print(facts)
+    _print_analysis(console, record)
     if not record.turns:
         console.print("no transcript" + (" (GOCARE_CALL_RECORDS=metadata)" if record.level.value == "metadata" else ""))
         return
@@ -163,6 +206,32 @@ def show(
     console.print(transcript)
 
 
+def _print_analysis(console: Console, record: CallRecord) -> None:
+    """The analysis as a table of its own; every value printed as literal text (the model wrote it from what
+    a caller said)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    analysis = record.analysis
+    if analysis is None:
+        console.print("not analysed")
+        return
+    title = Text(f"Analysis ({analysis.status.value}, plan ") + literal(analysis.plan) + Text(")")
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for name, value in analysis.values.items():
+        table.add_row(literal(str(name)), literal(_shown(value)))
+    if analysis.success is not None:
+        table.add_row("success", _shown(analysis.success))
+    if analysis.alerts:
+        table.add_row("alerts", literal(", ".join(f"{a.get('field')}={_shown(a.get('value'))}" for a in analysis.alerts)))
+    if analysis.error:
+        table.add_row("error", literal(analysis.error))
+    table.add_row("attempts", str(analysis.attempts))
+    console.print(table)
+
+
 @calls_app.command("export")
 def export(
     ctx: typer.Context,
@@ -170,12 +239,13 @@ def export(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (default: standard output)."),
     user: Optional[str] = typer.Option(None, "--user", help="Only this user's calls."),
     since: Optional[str] = typer.Option(None, "--since", help="Only calls since (as for list)."),
+    where: Optional[list[str]] = typer.Option(None, "--where", metavar="FIELD=VALUE", help=_WHERE_HELP),
     database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
 ) -> None:
     """Export records, oldest first, for analysis or an archive."""
     if output_format not in ("jsonl", "csv"):
         fail(f"--format: {output_format!r} is not jsonl or csv", 2)
-    query = _query(user, since, limit=10_000_000)
+    query = _query(user, since, limit=10_000_000, where=_where(ctx, where, database_url))
     handle: Any = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
     count = 0
     try:
@@ -222,6 +292,7 @@ def _csv_row(record: CallRecord) -> dict[str, Any]:
     row["modes"] = " ".join(record.modes)
     row["commands"] = json.dumps(record.commands)
     row["turns"] = "\n".join(f"{t.role}: {t.text}" for t in record.turns)
+    row["analysis"] = "" if record.analysis is None else json.dumps(record.analysis.to_dict())
     return {key: csv_cell(value) for key, value in row.items()}
 
 

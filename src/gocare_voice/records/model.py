@@ -107,6 +107,57 @@ class Turn:
         return {"role": self.role, "text": self.text, "at": _iso(self.at), "source": self.source}
 
 
+class AnalysisStatus(str, enum.Enum):
+    done = "done"
+    failed = "failed"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CallAnalysis:
+    """What the configured LLM made of a finished call by the analysis plan (records/analysis.py).
+
+    A failed analysis is kept too, with its reason (``error``): an operator sees that the call was not
+    analysed and why, instead of a silent gap in a list."""
+
+    status: AnalysisStatus
+    plan: str
+    """The plan's ``name``."""
+    values: dict[str, Any] = field(default_factory=dict)
+    success: bool | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    """The plan's alert values this call has (``[{"field": "urgency", "value": "urgent"}]``)."""
+    error: str | None = None
+    attempts: int = 0
+    analysed_at: datetime = field(default_factory=lambda: utcnow())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status.value, "plan": self.plan, "values": dict(self.values), "success": self.success,
+                "alerts": [dict(a) for a in self.alerts], "error": self.error, "attempts": self.attempts,
+                "analysed_at": _iso(self.analysed_at)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CallAnalysis | None:
+        """The stored JSON back (None for anything that is not an analysis: a reader never crashes on it)."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            status = AnalysisStatus(data.get("status"))
+        except ValueError:
+            return None
+        when = data.get("analysed_at")
+        try:
+            analysed_at = aware(datetime.fromisoformat(when.replace("Z", "+00:00"))) if isinstance(when, str) else None
+        except ValueError:
+            analysed_at = None
+        values = data.get("values")
+        alerts = data.get("alerts")
+        return cls(status=status, plan=str(data.get("plan") or ""), values=dict(values) if isinstance(values, dict) else {},
+                   success=data.get("success") if isinstance(data.get("success"), bool) else None,
+                   alerts=[a for a in alerts if isinstance(a, dict)] if isinstance(alerts, list) else [],
+                   error=data.get("error") if isinstance(data.get("error"), str) else None,
+                   attempts=int(data.get("attempts") or 0), analysed_at=analysed_at or utcnow())
+
+
 @dataclass(kw_only=True, slots=True)
 class CallRecord:
     """Everything one call leaves behind. ``turns`` is empty at the ``metadata`` level."""
@@ -133,6 +184,8 @@ class CallRecord:
     resumed_from: str | None = None
     """The call id of the crashed job this one took over from (the agent dispatched again into the room)."""
     webhook_status: str | None = None
+    analysis: CallAnalysis | None = None
+    """None: not analysed (analysis off, a ``metadata`` record, nothing said, a crashed job)."""
     turns: list[Turn] = field(default_factory=list)
 
     @property
@@ -178,6 +231,7 @@ class CallRecord:
             "summary": self.summary,
             "resumed_from": self.resumed_from,
             "webhook_status": self.webhook_status,
+            "analysis": None if self.analysis is None else self.analysis.to_dict(),
         }
         if turns:
             out["turns"] = [t.to_dict() for t in self.turns]

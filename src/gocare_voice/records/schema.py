@@ -32,6 +32,8 @@ calls = Table(
     Column("summary", Text, nullable=True),
     Column("resumed_from", String(64), nullable=True),
     Column("webhook_status", String(16), nullable=True),
+    # records/model.py ``CallAnalysis.to_dict``; ``GET /calls?where=`` and ``--where`` filter on its values
+    Column("analysis", JSON(none_as_null=True), nullable=True),
     Index("ix_gocare_calls_started_at", "started_at"),
     Index("ix_gocare_calls_participant_identity", "participant_identity"),
     Index("ix_gocare_calls_verified_user_id", "verified_user_id"),

@@ -21,7 +21,8 @@ from sqlalchemy.engine import Row
 from gocare_voice.conversation.directory import DatabaseMissing, make_engine
 
 from . import migrate
-from .model import STALE_AFTER, CallRecord, CallStatus, EndReason, RecordLevel, Turn, aware, utcnow
+from .model import STALE_AFTER, CallAnalysis, CallRecord, CallStatus, EndReason, RecordLevel, Turn, aware, utcnow
+from .plan import Condition
 from .schema import calls, turns
 
 logger = logging.getLogger("gocare.records")
@@ -40,6 +41,8 @@ class CallQuery:
     since: datetime | None = None
     limit: int = 50
     offset: int = 0
+    where: tuple[Condition, ...] = ()
+    """Analysis filters (``records.plan.parse_where``): only analysed calls whose values match every one."""
 
 
 def _record(row: Row[Any], turn_rows: Sequence[Row[Any]] = ()) -> CallRecord:
@@ -63,6 +66,7 @@ def _record(row: Row[Any], turn_rows: Sequence[Row[Any]] = ()) -> CallRecord:
         summary=row.summary,
         resumed_from=row.resumed_from,
         webhook_status=row.webhook_status,
+        analysis=CallAnalysis.from_dict(row.analysis),
         turns=[Turn(role=t.role, text=t.text, at=aware(t.at) or utcnow(), source=t.source) for t in turn_rows],
     )
 
@@ -88,7 +92,23 @@ def _fields(record: CallRecord) -> dict[str, Any]:
         "summary": record.summary,
         "resumed_from": record.resumed_from,
         "webhook_status": record.webhook_status,
+        "analysis": None if record.analysis is None else record.analysis.to_dict(),
     }
+
+
+def _analysis_condition(condition: Condition) -> Any:
+    """One filter as SQL on the JSON column, the same on SQLite (``JSON_EXTRACT``) and PostgreSQL (``#>``):
+    the analysis must be ``done`` and its value match. Text matches case-insensitively as "contains"."""
+    value = _C.analysis[("values", condition.field)]
+    done = _C.analysis[("status",)].as_string() == "done"
+    if condition.type == "boolean":
+        return and_(done, value.as_boolean() == condition.value)
+    if condition.type == "number":
+        return and_(done, value.as_float() == condition.value)
+    if condition.type == "choice":
+        return and_(done, value.as_string() == condition.value)
+    needle = str(condition.value).lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return and_(done, func.lower(value.as_string()).like(f"%{needle}%", escape="\\"))
 
 
 class CallStore:
@@ -163,6 +183,10 @@ class CallStore:
             conn.execute(update(calls).where(and_(_C.call_id == call_id, _C.status == CallStatus.in_progress.value))
                          .values(updated_at=now or utcnow()))
 
+    def set_analysis(self, call_id: str, analysis: CallAnalysis) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(update(calls).where(_C.call_id == call_id).values(analysis=analysis.to_dict()))
+
     def set_webhook_status(self, call_id: str, status: str) -> None:
         with self._engine.begin() as conn:
             conn.execute(update(calls).where(_C.call_id == call_id).values(webhook_status=status))
@@ -227,6 +251,7 @@ class CallStore:
                                   _C.participant_identity == query.user_id))
         if query.since is not None:
             conditions.append(_C.started_at >= query.since)
+        conditions.extend(_analysis_condition(c) for c in query.where)
         return conditions
 
     def list(self, query: CallQuery = CallQuery()) -> list[CallRecord]:

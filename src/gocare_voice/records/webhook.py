@@ -1,4 +1,9 @@
-"""The end-of-call webhook: the record as JSON, signed the way payment and code-hosting webhooks are.
+"""The end-of-call webhook and the alert: the record as JSON, signed the way payment and code-hosting
+webhooks are.
+
+Two event types (``type`` in the body): ``call.ended`` once per call, after its summary and analysis, with
+the whole record (the analysis under ``call.analysis``); ``call.alert`` as soon as an analysis has one of
+the plan's alert values, with the record without its transcript and the ``alerts`` that fired.
 
 ``GoCare-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" with GOCARE_CALL_WEBHOOK_SECRET>``.
 The timestamp is inside what is signed, so a receiver that rejects old timestamps (``verify``'s
@@ -22,6 +27,7 @@ logger = logging.getLogger("gocare.records.webhook")
 
 SIGNATURE_HEADER = "GoCare-Signature"
 EVENT_TYPE = "call.ended"
+ALERT_EVENT_TYPE = "call.alert"
 DEFAULT_TOLERANCE = 300
 """Seconds a receiver should accept a timestamp for (either side of its own clock)."""
 
@@ -66,6 +72,15 @@ def envelope(record: Mapping[str, Any], *, sent_at: float | None = None) -> byte
                          "call": dict(record)})
 
 
+def alert_envelope(record: Mapping[str, Any], alerts: list[dict[str, Any]], *, sent_at: float | None = None) -> bytes:
+    """``{"type": "call.alert", "sent_at": ..., "alerts": [{"field", "value"}], "call": <record, no turns>}``."""
+    import orjson
+
+    call = {k: v for k, v in record.items() if k != "turns"}
+    return orjson.dumps({"type": ALERT_EVENT_TYPE, "sent_at": int(time.time() if sent_at is None else sent_at),
+                         "alerts": list(alerts), "call": call})
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     delivered: bool
@@ -93,7 +108,16 @@ class WebhookSender:
         return cls(url=settings.call_webhook_url, secret=settings.call_webhook_secret.get_secret_value(),
                    retries=settings.call_webhook_retries, timeout=settings.call_webhook_timeout)
 
-    async def deliver(self, body: bytes, *, call_id: str) -> Delivery:
+    @classmethod
+    def for_alerts(cls, settings: Any) -> WebhookSender | None:
+        """``call.alert``'s own URL when set, else the end-of-call webhook's; the same secret and retries."""
+        url = settings.call_alert_webhook_url or settings.call_webhook_url
+        if not url or settings.call_webhook_secret is None:
+            return None
+        return cls(url=url, secret=settings.call_webhook_secret.get_secret_value(),
+                   retries=settings.call_webhook_retries, timeout=settings.call_webhook_timeout)
+
+    async def deliver(self, body: bytes, *, call_id: str, what: str = "call webhook") -> Delivery:
         import httpx
 
         last_error: str | None = None
@@ -108,7 +132,7 @@ class WebhookSender:
                     last_error = type(error).__name__
                 else:
                     if response.status_code < 300:
-                        logger.info("call webhook delivered (call=%s attempt=%d status=%d)", call_id, attempt,
+                        logger.info("%s delivered (call=%s attempt=%d status=%d)", what, call_id, attempt,
                                     response.status_code)
                         return Delivery(True, attempt)
                     last_error = f"HTTP {response.status_code}"
@@ -116,8 +140,8 @@ class WebhookSender:
                         break
                 if attempt <= self.retries:
                     wait = min(self.max_wait, self.backoff * 2 ** (attempt - 1))
-                    logger.info("call webhook attempt %d failed (call=%s: %s); retrying in %.1fs", attempt,
+                    logger.info("%s attempt %d failed (call=%s: %s); retrying in %.1fs", what, attempt,
                                 call_id, last_error, wait)
                     await asyncio.sleep(wait)
-        logger.error("call webhook not delivered (call=%s, %d attempt(s), last: %s)", call_id, attempt, last_error)
+        logger.error("%s not delivered (call=%s, %d attempt(s), last: %s)", what, call_id, attempt, last_error)
         return Delivery(False, attempt, last_error)

@@ -40,6 +40,25 @@ MAX_PAGE = 200
 _NAME: dict[str, Any] = {"pattern": NAME_PATTERN}
 """Documented for the schema; enforced by ``check_name`` (Python's regex reads the pattern, pydantic's cannot)."""
 CALL_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+WHERE_PATTERN = r"^[a-z][a-z0-9_]{0,39}=[^\x00-\x1f]{1,200}$"
+MAX_WHERE = 10
+WhereItem = Annotated[str, Field(min_length=3, max_length=241, pattern=WHERE_PATTERN)]
+WhereParam = Annotated[list[WhereItem] | None, Query(
+    max_length=MAX_WHERE,
+    openapi_examples={"follow-up": {"summary": "calls someone must follow up, urgent ones",
+                                    "value": ["follow_up_needed=true", "urgency=urgent"]}},
+    description="Analysis filters, FIELD=VALUE, repeatable (all must hold); only analysed calls match. Boolean: "
+                "true/false; choice: one of its values; number: equal; text: contains, case-insensitive. The "
+                "fields are the analysis plan's (listed in this operation's description).")]
+
+
+def _where_description(settings: Settings) -> str:
+    from gocare_voice.records.plan import configured_plan
+
+    plan = configured_plan(settings.call_analysis_plan)
+    fields = ", ".join(f"{f.name} ({'|'.join(f.choices) if f.type == 'choice' else f.type})" for f in plan.fields)
+    return ("Every call for the operator, the caller's own otherwise (docs/call-records.md). ``where`` filters "
+            f"on the end-of-call analysis; the fields of this service's plan ({plan.name}): {fields}.")
 
 
 class TurnOut(BaseModel):
@@ -47,6 +66,23 @@ class TurnOut(BaseModel):
     text: str = Field(description="What was said, phone numbers masked")
     at: str | None
     source: str = Field(description="voice (the live call) | upload (a recorded message)")
+
+
+class AlertOut(BaseModel):
+    field: str
+    value: str | bool | float | None
+
+
+class AnalysisOut(BaseModel):
+    status: str = Field(description="done | failed (error says why)")
+    plan: str = Field(description="The analysis plan's name")
+    values: dict[str, str | bool | float | None] = Field(
+        description="One value per field of the plan (text, boolean, number or one of its choices)")
+    success: bool | None = Field(description="Whether the call met the plan's success criteria (null without any)")
+    alerts: list[AlertOut] = Field(description="The plan's alert values this call has (each sent as call.alert)")
+    error: str | None
+    attempts: int
+    analysed_at: str | None
 
 
 class CallOut(BaseModel):
@@ -71,6 +107,7 @@ class CallOut(BaseModel):
     summary: str | None
     resumed_from: str | None
     webhook_status: str | None
+    analysis: AnalysisOut | None = Field(description="The end-of-call analysis; null when the call was not analysed")
 
 
 class CallDetail(CallOut):
@@ -93,7 +130,7 @@ def _error(description: str) -> dict[str, Any]:
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: _error("jwt mode: no or an invalid bearer token; a wrong operator token"),
     403: _error("none mode: no identity named; an operator filter without the operator token"),
-    422: _error("a parameter out of range or malformed (since, limit, identity)"),
+    422: _error("a parameter out of range or malformed (since, limit, identity, where)"),
     429: _error("rate limited"),
     503: _error("the signing keys or the rate-limit storage cannot be reached"),
 }
@@ -182,6 +219,7 @@ SINCE_HELP = (f"Only calls since: an ISO date (2026-12-01) or date-time (2026-12
 
 def build_calls_router(settings: Settings) -> APIRouter:
     reader = CallsReader(settings=settings)
+    where_help = _where_description(settings)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -191,7 +229,7 @@ def build_calls_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["calls"], lifespan=lifespan)
 
     @router.get("/calls", summary="Call records, newest first (paginated)", response_model=CallPage,
-                responses=_ERRORS)
+                responses=_ERRORS, description=where_help)
     async def list_calls(
         viewer: ViewerDep,
         identity: IdentityParam = None,
@@ -200,8 +238,10 @@ def build_calls_router(settings: Settings) -> APIRouter:
         since: Annotated[str | None, Query(max_length=40, pattern=SINCE_PATTERN, description=SINCE_HELP)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+        where: WhereParam = None,
     ) -> Response:
         from gocare_voice.records.model import parse_since
+        from gocare_voice.records.plan import configured_plan, parse_wheres
         from gocare_voice.records.store import CallQuery
 
         user = check_name(user, field="user", required=False)
@@ -211,7 +251,12 @@ def build_calls_router(settings: Settings) -> APIRouter:
             when = parse_since(since) if since else None
         except ValueError as error:
             raise ApiError(422, "validation_error", f"since: {error}") from None
-        query = CallQuery(identity=viewer.identity, user_id=user, since=when, limit=limit, offset=offset)
+        try:
+            conditions = parse_wheres(configured_plan(settings.call_analysis_plan), where or [])
+        except ValueError as error:
+            raise ApiError(422, "validation_error", f"where: {error}") from None
+        query = CallQuery(identity=viewer.identity, user_id=user, since=when, limit=limit, offset=offset,
+                          where=conditions)
 
         def read() -> tuple[list[Any], int]:
             store = reader.store()

@@ -119,10 +119,10 @@ def show_in_console(text: str) -> None:
 
 
 async def _start_recording(ctx: Any, settings: Settings, state: Any, room_name: str | None,
-                           identity: str | None) -> Any:
+                           identity: str | None, metrics: Any = None) -> Any:
     """The call record of this job (None when GOCARE_CALL_RECORDS=off, or when the database refuses: the
     call goes on without a record, and the log says why). Its end runs as a shutdown callback, after the
-    agent left the room: the summary and the webhook never hold up the call's teardown."""
+    agent left the room: the summary, the analysis and the webhooks never hold up the call's teardown."""
     from gocare_voice.records.model import RecordLevel
 
     if settings.records_level is RecordLevel.off:
@@ -134,7 +134,7 @@ async def _start_recording(ctx: Any, settings: Settings, state: Any, room_name: 
     try:
         store = await asyncio.to_thread(store_for, ctx.proc.userdata, settings)
         recording = await CallRecording.start(settings=settings, store=store, state=state, call_id=call_id,
-                                              room=room_name, identity=identity)
+                                              room=room_name, identity=identity, metrics=metrics)
     except Exception as error:  # noqa: BLE001 - a call without its record beats no call
         logger.error("call record not started (room=%s): %s: %s", room_name, type(error).__name__, str(error)[:200])
         return None
@@ -230,7 +230,8 @@ async def run_job(
     import_plugins(settings)  # registered on this thread (a no-op when build_server already did it)
     parts = await asyncio.to_thread(session_providers, settings, text_only=console and console_text)
     session = build_session(settings, vad=_vad_for(ctx), state=state, parts=parts)
-    recording = None if console else await _start_recording(ctx, settings, state, room_name, handlers.user_identity)
+    recording = None if console else await _start_recording(ctx, settings, state, room_name, handlers.user_identity,
+                                                              metrics)
     if recording is not None:
         recording.attach(session)
     from gocare_voice.worker import latency

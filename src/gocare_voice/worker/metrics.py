@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from gocare_voice.records.plan import AnalysisPlan
+
     from gocare_voice.settings import Settings
 
 logger = logging.getLogger("gocare.worker")
@@ -65,6 +67,29 @@ class CallMetrics(Protocol):
     def command_error(self, code: str) -> None: ...
     def provider_error(self, stage: str, *, recoverable: bool) -> None: ...
     def turn_latency(self, stages: Mapping[str, float]) -> None: ...
+    def call_analysed(self, plan: AnalysisPlan, status: str, values: Mapping[str, object]) -> None: ...
+
+
+ANALYSIS_STATUSES = ("done", "failed")
+
+
+def analysis_labels(plan: AnalysisPlan, values: Mapping[str, object]) -> list[tuple[str, str]]:
+    """(field, value) label pairs of an analysis: the plan's boolean and choice fields only (a text or a
+    number would be unbounded), a value outside the plan's set as ``other``, no value as ``none``. The field
+    names and choices are the plan's own identifiers (records/plan.py checks them at start)."""
+    pairs = []
+    for f in plan.fields:
+        if not f.countable:
+            continue
+        value = values.get(f.name)
+        if value is None:
+            shown = "none"
+        elif f.type == "boolean":
+            shown = "true" if value is True else "false" if value is False else "other"
+        else:
+            shown = _one_of(value, f.choices)
+        pairs.append((f.name, shown))
+    return pairs
 
 
 class NoMetrics:
@@ -92,6 +117,9 @@ class NoMetrics:
         pass
 
     def turn_latency(self, stages: Mapping[str, float]) -> None:
+        pass
+
+    def call_analysed(self, plan: AnalysisPlan, status: str, values: Mapping[str, object]) -> None:
         pass
 
 
@@ -135,6 +163,13 @@ class WorkerMetrics:
             "Answered turns: seconds from the end of the caller's speech to each stage (transcript, end_of_turn, "
             "total = the first audio of the reply); llm_ttft and tts_ttfb from their own start",
             ["stage"], buckets=TURN_LATENCY_BUCKETS, registry=registry)
+        self.call_analyses = Counter(
+            "gocare_call_analyses", "End-of-call analyses, by status (failed: no valid answer in time)",
+            ["status"], registry=registry)
+        self.call_analysis_values = Counter(
+            "gocare_call_analysis_values",
+            "Analysed calls by the value of each boolean and choice field of the analysis plan",
+            ["field", "value"], registry=registry)
 
     def call_started(self) -> None:
         self._count(self.calls_started)
@@ -165,13 +200,19 @@ class WorkerMetrics:
             if stage in TURN_STAGES:
                 self._count(self.turn_latencies, seconds, stage=stage)
 
+    def call_analysed(self, plan: AnalysisPlan, status: str, values: Mapping[str, object]) -> None:
+        self._count(self.call_analyses, status=_one_of(status, ANALYSIS_STATUSES))
+        if status == "done":
+            for name, value in analysis_labels(plan, values):
+                self._count(self.call_analysis_values, field=name, value=value)
+
     @staticmethod
-    def _count(counter: Any, value: float | None = None, **labels: str) -> None:
+    def _count(counter: Any, amount: float | None = None, /, **labels: str) -> None:
         """Counting runs inside the call (the number check, room callbacks): it must never break it.
-        ``value``: observe it (a histogram) instead of counting one."""
+        ``amount``: observe it (a histogram) instead of counting one."""
         try:
             metric = counter.labels(**labels) if labels else counter
-            metric.inc() if value is None else metric.observe(value)
+            metric.inc() if amount is None else metric.observe(amount)
         except Exception as error:  # noqa: BLE001 - a full disk under the multiprocess directory, say
             logger.warning("metric %s not counted: %s", getattr(counter, "_name", "?"), type(error).__name__)
 

@@ -1,5 +1,5 @@
 """The worker's side of call records: one job's session events -> ``records.CallRecorder``; the end of the
-call (end reason, summary, webhook); the worker start's migration, crash sweep and retention.
+call (end reason, summary, analysis, alert, webhook); the worker start's migration, crash sweep and retention.
 
 The pure parts live in ``gocare_voice.records``; this module only connects them to a job. Room handlers do
 not know records exist: the commands and uploads they pass on reach ``ObservedCommands`` (a
@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gocare_voice import protocol as proto
 from gocare_voice.conversation.state import SessionState, VerificationOutcome
@@ -33,6 +34,10 @@ from gocare_voice.records.recorder import CallRecorder
 from gocare_voice.records.store import CallStore
 from gocare_voice.settings import Settings
 from gocare_voice.worker.seams import CommandRunner
+
+if TYPE_CHECKING:
+    from gocare_voice.records.model import CallAnalysis
+    from gocare_voice.worker.metrics import CallMetrics
 
 logger = logging.getLogger("gocare.worker")
 
@@ -86,26 +91,28 @@ class CallRecording:
     """One job's record, from ``start`` to ``end``."""
 
     def __init__(self, *, settings: Settings, store: CallStore, recorder: CallRecorder, events: CallEvents,
-                 state: SessionState) -> None:
+                 state: SessionState, metrics: CallMetrics | None = None) -> None:
         self.settings = settings
         self.store = store
         self.recorder = recorder
         self.events = events
         self.state = state
+        self.metrics = metrics
         self._prefetched: tuple[str, str | None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ended = False
 
     @classmethod
     async def start(cls, *, settings: Settings, store: CallStore, state: SessionState, call_id: str,
-                    room: str | None, identity: str | None) -> CallRecording:
+                    room: str | None, identity: str | None, metrics: CallMetrics | None = None) -> CallRecording:
         record = CallRecord(call_id=call_id, room=room, participant_identity=identity, user_id=state.user_id,
                             started_at=utcnow(), level=settings.records_level, agent_name=settings.agent_name)
         record.resumed_from = await asyncio.to_thread(_crashed_before, store, room, identity)
         events = CallEvents()
         recorder = CallRecorder(store=store, record=record)
         recorder.listen(events)
-        recording = cls(settings=settings, store=store, recorder=recorder, events=events, state=state)
+        recording = cls(settings=settings, store=store, recorder=recorder, events=events, state=state,
+                        metrics=metrics)
         await recorder.start()
         recording._observe_verification()
         if recording.memory_on and state.user_id:
@@ -119,6 +126,10 @@ class CallRecording:
     @property
     def memory_on(self) -> bool:
         return self.settings.call_memory and self.settings.records_level is RecordLevel.transcript
+
+    @property
+    def analysis_on(self) -> bool:
+        return self.settings.call_analysis and self.settings.records_level is RecordLevel.transcript
 
     def _memory_of(self, user_id: str) -> str | None:
         from gocare_voice.records.summary import memory_text
@@ -184,7 +195,8 @@ class CallRecording:
 
     async def end(self, shutdown_reason: str, *, llm_factory: Callable[[], Any] | None = None) -> CallRecord:
         """The job's shutdown callback (after the agent left the room, so the user waits for none of it):
-        the end reason, the summary of a verified call, the webhook."""
+        the end reason; the summary of a verified call and the analysis, side by side (one LLM); an alert
+        as soon as the analysis has one; the end-of-call webhook, which carries the analysis."""
         if self._ended:
             return self.recorder.record
         self._ended = True
@@ -199,9 +211,14 @@ class CallRecording:
         )
         record = await self.recorder.finish(reason, user_id=self.state.user_id)
         logger.info("call record ended (call=%s reason=%s turns=%d)", record.call_id, reason.value, len(record.turns))
-        if self.memory_on and llm_factory is not None:
-            await self._summarise(llm_factory)
+        alerting: list[asyncio.Task[Any]] = []
+        if llm_factory is not None:
+            llm = _Once(llm_factory)
+            await asyncio.gather(self._summarise(llm) if self.memory_on else _nothing(),
+                                 self._analyse(llm, alerting) if self.analysis_on else _nothing())
         await deliver_webhook(self.settings, self.store, record)
+        if alerting:
+            await asyncio.gather(*alerting, return_exceptions=True)
         return record
 
     async def _summarise(self, llm_factory: Callable[[], Any]) -> None:
@@ -220,6 +237,70 @@ class CallRecording:
         if summary:
             await self.recorder.update(summary=summary)
             logger.info("call summary stored (call=%s, %d chars)", record.call_id, len(summary))
+
+    async def _analyse(self, llm_factory: Callable[[], Any], alerting: list[asyncio.Task[Any]]) -> None:
+        """Fill the plan, store the result (failed ones too), count it, and start the alert at once."""
+        from gocare_voice.records.analysis import analyse, failed, worth_analysing
+        from gocare_voice.records.plan import configured_plan
+
+        record = self.recorder.record
+        if not worth_analysing(record):
+            return
+        timeout = self.settings.call_analysis_timeout
+        try:
+            plan = await asyncio.to_thread(configured_plan, self.settings.call_analysis_plan)
+        except Exception as error:  # noqa: BLE001 - checked at start; a file changed since must not lose the webhook
+            logger.error("call analysis not made (call=%s): the plan cannot be read now: %s", record.call_id,
+                         type(error).__name__)
+            return
+        try:
+            llm = await asyncio.to_thread(llm_factory)
+            analysis = await asyncio.wait_for(analyse(llm, record, plan, timeout=timeout), timeout=timeout + 1)
+        except Exception as error:  # noqa: BLE001 - no LLM (not configured), or the bound itself: a failed analysis
+            analysis = failed(plan, f"not analysed: {type(error).__name__}", attempts=0)
+        await self.recorder.update(analysis=analysis)
+        logger.info("call analysis %s (call=%s attempts=%d%s)", analysis.status.value, record.call_id,
+                    analysis.attempts, f": {analysis.error}" if analysis.error else "")
+        if self.metrics is not None:
+            self.metrics.call_analysed(plan, analysis.status.value, analysis.values)
+        if analysis.alerts:
+            alerting.append(asyncio.get_running_loop().create_task(
+                deliver_alert(self.settings, record, analysis), name="call-alert"))
+
+
+class _Once:
+    """The LLM both the summary and the analysis use, built once (in a thread) by whichever asks first."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._built: Any = None
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if self._built is None:
+                self._built = self._factory()
+            return self._built
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def deliver_alert(settings: Settings, record: CallRecord, analysis: CallAnalysis) -> bool | None:
+    """``call.alert`` to GOCARE_CALL_ALERT_WEBHOOK_URL (else GOCARE_CALL_WEBHOOK_URL): signed, retried like
+    the end-of-call webhook; None when no webhook is configured."""
+    from gocare_voice.records.webhook import WebhookSender, alert_envelope
+
+    sender = WebhookSender.for_alerts(settings)
+    if sender is None:
+        logger.warning("call alert not sent: no webhook configured (call=%s alerts=%s)", record.call_id,
+                       ",".join(str(a.get("field")) for a in analysis.alerts))
+        return None
+    await asyncio.to_thread(importlib.import_module, "httpx")
+    delivery = await sender.deliver(alert_envelope(record.to_dict(turns=False), analysis.alerts),
+                                    call_id=record.call_id, what="call alert")
+    return delivery.delivered
 
 
 async def deliver_webhook(settings: Settings, store: CallStore, record: CallRecord) -> bool | None:

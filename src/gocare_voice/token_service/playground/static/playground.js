@@ -638,11 +638,43 @@ async function loadCalls() {
     const when = call.started_at ? new Date(call.started_at).toLocaleString() : '';
     const seconds = call.duration_seconds == null ? '' : ` · ${Math.round(call.duration_seconds)} s`;
     button.textContent = `${when}${seconds} · ${call.end_reason || call.status} · ` +
-      `${call.verified ? 'verified' : 'not verified'} · ${call.room || ''}`;
+      `${call.verified ? 'verified' : 'not verified'} · ${call.room || ''}${analysisBrief(call.analysis)}`;
     button.addEventListener('click', () => showCall(call.call_id));
     item.append(button);
     list.append(item);
   }
+}
+
+function shownValue(value) {
+  if (value === null || value === undefined) return '—';
+  return typeof value === 'boolean' ? (value ? 'yes' : 'no') : String(value);
+}
+
+// the end-of-call analysis (docs/call-records.md "Analysis"): its alerts in the list, its fields in the detail;
+// always as text (textContent), never as HTML: the model wrote the values from what a caller said
+function analysisBrief(analysis) {
+  if (!analysis) return '';
+  if (analysis.status !== 'done') return ` · analysis ${analysis.status}`;
+  const alerts = analysis.alerts.map((a) => `${a.field}=${shownValue(a.value)}`).join(', ');
+  return ` · analysed${alerts ? ` · alert: ${alerts}` : ''}`;
+}
+
+function showAnalysis(analysis) {
+  const list = $('call-analysis');
+  list.replaceChildren();
+  const row = (name, value) => {
+    list.append(Object.assign(document.createElement('dt'), { textContent: name }));
+    list.append(Object.assign(document.createElement('dd'), { textContent: value }));
+  };
+  if (!analysis) {
+    setText('call-analysis-title', 'Analysis: none (not analysed)');
+    return;
+  }
+  setText('call-analysis-title', `Analysis: ${analysis.status} (plan ${analysis.plan})`);
+  for (const [name, value] of Object.entries(analysis.values)) row(name, shownValue(value));
+  if (analysis.success !== null) row('success', shownValue(analysis.success));
+  if (analysis.alerts.length) row('alerts', analysis.alerts.map((a) => `${a.field}=${shownValue(a.value)}`).join(', '));
+  if (analysis.error) row('error', analysis.error);
 }
 
 async function showCall(callId) {
@@ -653,6 +685,7 @@ async function showCall(callId) {
   setText('call-detail-title', `Call ${call.call_id}`);
   setText('call-detail-facts', `${call.end_reason || call.status} · modes: ${call.modes.join(', ') || 'none'} · ` +
     `uploads: ${call.voice_uploads}${call.summary ? ` · summary: ${call.summary}` : ''}`);
+  showAnalysis(call.analysis);
   const turns = $('call-turns');
   turns.replaceChildren();
   for (const turn of call.turns) {
