@@ -286,7 +286,7 @@ def figures(stack: Stack, token_ready: float, worker_registered: float, restart_
 async def main_async(stack: Stack, providers: Providers) -> None:
     stack.write_env(providers)
     stack.compose("down", "-v", timeout=180)  # leftovers of an interrupted run
-    stack.compose("up", "-d", "redis", "postgres")
+    stack.compose("up", "-d", "--no-build", "redis", "postgres")
     deadline = time.monotonic() + 60
     while run("podman", "exec", stack.container("postgres"), "pg_isready", "-h", "127.0.0.1", "-p", "5432",
               check=False).returncode != 0:
@@ -294,11 +294,11 @@ async def main_async(stack: Stack, providers: Providers) -> None:
             raise StackFailure("postgres not ready within 60s:\n" + stack.logs("postgres")[-2000:])
         time.sleep(0.5)
     run("podman", "exec", stack.container("redis"), "redis-cli", "ping")
-    stack.compose("up", "-d", "--no-deps", "livekit")
+    stack.compose("up", "-d", "--no-build", "--no-deps", "livekit")
     stack.wait_http("http://127.0.0.1:7880/", timeout=60, service="livekit")
     log("redis, postgres (initialised from the env) and livekit-server are up")
 
-    stack.compose("up", "-d", "--no-deps", "migrate")
+    stack.compose("up", "-d", "--no-build", "--no-deps", "migrate")
     code = stack.wait_exit("migrate", timeout=120)
     if code != 0:
         raise StackFailure(f"the migration exited {code}:\n{stack.logs('migrate')}")
@@ -310,12 +310,12 @@ async def main_async(stack: Stack, providers: Providers) -> None:
     log(f"users import in a container: {imported.stdout.strip().splitlines()[-1]}")
 
     started = time.monotonic()
-    stack.compose("up", "-d", "--no-deps", "token-server")
+    stack.compose("up", "-d", "--no-build", "--no-deps", "token-server")
     token_ready = stack.wait_http("http://127.0.0.1:8080/health", timeout=120, service="token-server") - started
     started = time.monotonic()
-    stack.compose("up", "-d", "--no-deps", "worker")
+    stack.compose("up", "-d", "--no-build", "--no-deps", "worker")
     worker_registered = stack.wait_log("worker", r"registered worker", timeout=180) - started
-    stack.compose("up", "-d", "--no-deps", "prometheus")
+    stack.compose("up", "-d", "--no-build", "--no-deps", "prometheus")
     log(f"token service healthy {token_ready:.1f}s after `up`, worker registered {worker_registered:.1f}s after `up`")
 
     token_url = "http://127.0.0.1:8080"
