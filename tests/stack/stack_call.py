@@ -272,6 +272,21 @@ def check_image(stack: Stack) -> None:
         raise StackFailure("the worker fell back from the end-of-turn model: " + stack.logs("worker")[-2000:])
 
 
+FULL_NUMBERS = re.compile(r"98765\s?43210|9876543210")
+JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}")
+
+
+def check_logs_keep_secrets(stack: Stack) -> None:
+    """What the room tests check of every process, here of the containers: no key, no token, no full number."""
+    secrets_ = [LLM_KEY, TTS_KEY, DEEPGRAM_KEY, stack.env["LIVEKIT_API_SECRET"], stack.postgres_password]
+    for service in ("migrate", "token-server", "worker"):
+        text = stack.logs(service)
+        leaked = [s for s in secrets_ if s in text] + FULL_NUMBERS.findall(text) + JWT_LIKE.findall(text)
+        if leaked:
+            raise StackFailure(f"the {service} container logged secrets or personal data: {[x[:6] + '...' for x in leaked[:3]]}")
+    log("the migrate, token-server and worker containers logged no key, token or full phone number")
+
+
 def check_prometheus() -> None:
     deadline = time.monotonic() + 60
     health: dict[str, str] = {}
@@ -378,6 +393,7 @@ async def main_async(stack: Stack, providers: Providers) -> None:
     if count != 3:
         raise StackFailure(f"expected 3 verified call records, found {count}")
 
+    check_logs_keep_secrets(stack)
     check_bad_input(stack)
     figures(stack, token_ready, worker_registered, restart_registered, drain_exit)
 
