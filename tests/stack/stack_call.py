@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -45,7 +46,8 @@ from scripted.deepgram_server import ScriptedDeepgramServer  # noqa: E402
 from scripted.openai_server import ScriptedOpenAIServer  # noqa: E402
 from scripted.speech_server import ScriptedSpeechServer  # noqa: E402
 
-PROJECT = "gocare-ci"
+PROJECT = f"gocare-ci-{os.getpid()}"
+"""Per run: two CI runs on one host (each in its own namespace) never share a container name."""
 LLM_KEY, TTS_KEY, DEEPGRAM_KEY = "sk-stack-ci", "tts-stack-ci", "dg-stack-ci"
 USER_ID, USER_NAME, SPOKEN, WRITTEN = "user-42", "John Doe", "nine eight seven six five four three two one zero", "98765 43210"
 DRAIN_TIMEOUT, GRACE_PERIOD = 60, 90
