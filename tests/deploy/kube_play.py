@@ -385,33 +385,56 @@ def the_values(image: str, lk: LiveKit, database_url: str, jwt_secret: str) -> d
     }
 
 
+def tables(database_url: str) -> dict[str, list[str]]:
+    """The database as the host sees it: table names, and the call records' Alembic revision."""
+    import psycopg
+
+    with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=10) as db:
+        names = [r[0] for r in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        revision = [r[0] for r in db.execute("SELECT version_num FROM gocare_calls_alembic_version")] if (
+            "gocare_calls_alembic_version" in names) else []
+    return {"tables": sorted(names), "revision": revision}
+
+
 def run_migration(docs: list[dict[str, Any]], net: Network, workdir: Path, cleanup: Cleanup,
-                  never_logged: list[str]) -> None:
-    """The hook Job's pod, as rendered: init containers in order, then its container; all must exit 0."""
+                  database_url: str, never_logged: list[str]) -> None:
+    """The hook Job's pod, as rendered: its init containers in order, then its container, which must exit 0;
+    then the database must hold what both steps make. podman removes an init container once it has run
+    (its "once" type), so the init step is judged by the main container having started at all and by its
+    effect in the database."""
+    from gocare_voice.records import migrate
+
     job = find(docs, "Job", "-migrate")
     hooks = [d for d in docs if d["metadata"].get("annotations", {}).get("helm.sh/hook")]
-    if {d["kind"] for d in hooks} != {"ConfigMap", "Secret", "Job"}:
+    if sorted(d["kind"] for d in hooks) != ["ConfigMap", "Job", "Secret"]:
         raise Failed(f"the migration hooks are {sorted(d['kind'] for d in hooks)}")
+    before = tables(database_url)
+    if before["tables"]:
+        raise Failed(f"the run's database is not empty before the migration: {before}")
     config = find(docs, "ConfigMap", "-migrate")
     podman_secret(find(docs, "Secret", "-migrate"), cleanup, workdir)
     pod_name = f"{job['metadata']['name']}-ci"
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod_name}, "spec": job["spec"]["template"]["spec"]}
     play([config, pod], "migration", net, workdir, cleanup)
-    steps = [c["name"] for c in pod["spec"].get("initContainers", [])] + [c["name"] for c in pod["spec"]["containers"]]
+    steps = [" ".join(c["args"]) for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]]
+    main = f"{pod_name}-{pod['spec']['containers'][0]['name']}"
     deadline = time.monotonic() + job["spec"]["activeDeadlineSeconds"]
-    for step in steps:
-        container = f"{pod_name}-{step}"
-        while inspect(container)["State"].get("Status") not in ("exited", "stopped"):
-            if time.monotonic() > deadline:
-                raise Failed(f"migration step {step} still running after activeDeadlineSeconds")
-            time.sleep(1)
-        state = inspect(container)["State"]
-        logs = podman("logs", container, check=False)
-        text = (logs.stdout + logs.stderr).strip()
-        if state["ExitCode"] != 0:
-            raise Failed(f"migration step {step} exited {state['ExitCode']}: {text[-800:]}")
-        say(f"migration step {step} (gocare {' '.join(_args_of(pod, step))}): exit 0: {text.splitlines()[-1]}")
-        check_no_secrets(f"migration step {step}", text, never_logged)
+    while inspect(main)["State"].get("Status") not in ("exited", "stopped"):
+        if time.monotonic() > deadline:
+            raise Failed(f"the migration's last step is still running after activeDeadlineSeconds ({main})")
+        time.sleep(1)
+    state = inspect(main)["State"]
+    logs = podman("logs", main, check=False)
+    text = (logs.stdout + logs.stderr).strip()
+    if state["ExitCode"] != 0:
+        raise Failed(f"the migration's last step exited {state['ExitCode']}: {text[-800:]}")
+    check_no_secrets("the migration", text, never_logged)
+    after = tables(database_url)
+    wanted = {"gocare_calls", "gocare_calls_alembic_version", "gocare_registered_users"}
+    if not wanted <= set(after["tables"]) or after["revision"] != [migrate.head()]:
+        raise Failed(f"after the migration the database holds {after}, not {sorted(wanted)} at {migrate.head()}")
+    say(f"migration Job's pod ({' -> '.join(f'gocare {s}' for s in steps)}): exit 0, last line {text.splitlines()[-1]!r}; "
+        f"database now has {', '.join(after['tables'])}, call records at revision {after['revision'][0]}")
 
 
 def check_no_secrets(what: str, text: str, never_logged: list[str]) -> None:
@@ -419,13 +442,6 @@ def check_no_secrets(what: str, text: str, never_logged: list[str]) -> None:
     leaked = [i for i, value in enumerate(never_logged) if value in text]
     if leaked:
         raise Failed(f"{what}: its log holds secret number {leaked} of this run (the values are not printed)")
-
-
-def _args_of(pod: dict[str, Any], name: str) -> list[str]:
-    for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
-        if c["name"] == name:
-            return [str(a) for a in c["args"]]
-    return []
 
 
 def check_token_service(docs: list[dict[str, Any]], net: Network, lk: LiveKit, jwt_secret: str,
@@ -535,7 +551,7 @@ def main() -> int:
             never_logged = [password, lk.secret, jwt_secret]
             docs = render(args.helm, args.chart, the_values(args.image, lk, database_url, jwt_secret), workdir)
             say("rendered: " + ", ".join(f"{d['kind']} {d['metadata']['name']}" for d in docs))
-            run_migration(docs, net, workdir, pods, never_logged)
+            run_migration(docs, net, workdir, pods, database_url, never_logged)
             config = find(docs, "ConfigMap", "gocare-voice")
             secret = find(docs, "Secret", "gocare-voice")
             podman_secret(secret, pods, workdir)
