@@ -499,6 +499,9 @@ def check_worker(docs: list[dict[str, Any]], net: Network, lk: LiveKit, config: 
     probe_until_ready(ip, spec["containers"][0], container)
     line = wait_for_log(container, "registered worker", timeout=180)
     say(f"worker: {line.strip()[:200]}")
+    # a warm job process ran prewarm (the VAD and end-of-turn models, from the image) under the read-only root
+    line = wait_for_log(container, "process initialized", timeout=180)
+    say(f"worker: a job process initialized: {line.strip()[:160]}")
     deadline = time.monotonic() + 30
     while AGENT not in lk.log.read_text():
         if time.monotonic() > deadline:
