@@ -16,6 +16,8 @@ What podman 4.3 cannot do, and what is done instead:
   which is what kube play resolves ``envFrom.secretRef`` against.
 - Probes become podman healthchecks that run curl inside the container on a systemd timer (neither is here):
   this script makes each probe's request itself, from the host, as the kubelet would.
+- ``terminationGracePeriodSeconds`` does not reach the container (podman's stop timeout stays 10 s): the
+  worker is stopped as the kubelet would, SIGTERM and SIGKILL only after the rendered grace period.
 - HorizontalPodAutoscaler, PodDisruptionBudget, Service: checked as rendered YAML only (scripts/ci-chart).
 
 Everything started here is stopped and removed at the end, and nothing else is touched.
@@ -525,6 +527,20 @@ def check_worker(docs: list[dict[str, Any]], net: Network, lk: LiveKit, config: 
     drain = next(e["value"] for e in spec["containers"][0]["env"] if e["name"] == "GOCARE_WORKER_DRAIN_TIMEOUT")
     say(f"worker: registered as {AGENT} with livekit-server, GET / 200 and /worker {info.get('worker_type')}, "
         f"/metrics on {metrics_port}; drain {drain} s within the grace period {grace} s")
+    # podman 4.3 does not carry terminationGracePeriodSeconds into the container (its stop timeout stays 10 s):
+    # stopped here as the kubelet stops a pod, SIGTERM and SIGKILL only after the rendered grace period
+    started = time.monotonic()
+    podman("stop", "--time", str(grace), container, timeout=grace + 30)
+    took = time.monotonic() - started
+    state = inspect(container)["State"]
+    logs = podman("logs", container, check=False)
+    if state["ExitCode"] != 0 or "draining worker" not in logs.stdout + logs.stderr:
+        raise Failed(f"the worker stopped with SIGTERM exited {state['ExitCode']} after {took:.1f} s "
+                     f"(drained: {'draining worker' in logs.stdout + logs.stderr})")
+    if took >= grace:
+        raise Failed(f"the worker needed the whole grace period ({took:.1f} s): it was killed, not drained")
+    say(f"worker: SIGTERM drained it and it exited 0 in {took:.1f} s, within the grace period {grace} s "
+        "(no call was live)")
 
 
 def main() -> int:
