@@ -32,6 +32,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -551,6 +552,8 @@ def main() -> int:
     parser.add_argument("--livekit-server", required=True)
     parser.add_argument("--keep-logs", type=Path, help="copy the pods' and livekit-server's logs here")
     args = parser.parse_args()
+    # a CI timeout's SIGTERM unwinds like Ctrl+C: everything started here is still removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     started = time.monotonic()
     run_id = f"{os.getpid()}"
