@@ -2,11 +2,11 @@
 
 Three kinds of trial, each one turn of a call:
 
-- ``pause``: a sentence whose first half is plainly unfinished ("I wanted to ask about" ... "my appointment"),
+- ``pause``: (112) a sentence whose first half is plainly unfinished ("I wanted to ask about" ... "my appointment"),
   said with one pause of ``gap`` seconds at the cut. ``shape`` names the last word before the pause (``to``,
   ``about``, ``and``, ``the``, ``because``, ``my``, ``for``, ``with``, ``um``) or ``list`` (a list in progress). An
   agent that answers in the pause has answered half a sentence.
-- ``question``: a complete question, no pause: the reply latency after a finished turn.
+- ``question``: (50) a complete question, no pause: the reply latency after a finished turn.
 - ``number``: the registered number said in groups with pauses, during the number check (the first turn of every
   call; a call's other turns come after the caller is verified).
 
@@ -94,7 +94,7 @@ PAUSE_SENTENCES: tuple[tuple[str, str, str], ...] = (
     ("list", "I have a cough a fever and", "a sore throat"),
 )
 
-GAPS: tuple[float, ...] = (0.4, 0.55, 0.7, 0.85, 1.0)
+GAPS: tuple[float, ...] = (0.4, 0.6, 0.8, 1.0)
 
 QUESTIONS: tuple[str, ...] = (
     "when is my next appointment",
@@ -166,7 +166,7 @@ def pause_trials() -> list[Trial]:
     trials = []
     for i, (shape, first, rest) in enumerate(PAUSE_SENTENCES):
         for j, gap in enumerate(GAPS):
-            voice = VOICES[(i * len(GAPS) + j * 3) % len(VOICES)]
+            voice = VOICES[(i * 3 + j * 7) % len(VOICES)]
             question = first.startswith(("can", "when", "is ", "could"))
             trials.append(Trial(f"p{i:02d}-{int(gap * 1000)}", "pause", shape, (first, rest),
                                 _written((first, rest), question=question), gap, voice))
@@ -193,11 +193,11 @@ def number_trial(index: int) -> Trial:
 
 
 def corpus(*, quick: bool = False) -> tuple[list[Trial], list[Trial]]:
-    """(pause trials, question trials). ``quick``: a fifth of the pauses (every shape, every gap) and ten
-    questions."""
+    """(pause trials, question trials): 112 and 50. ``quick``: each sentence once (the gap moving on from one
+    sentence to the next, so every gap and shape is there), 28 pauses, and ten questions."""
     pauses, questions = pause_trials(), question_trials()
     if quick:
-        pauses = [t for k, t in enumerate(pauses) if k % 5 == (k // 5) % 5][:25]
+        pauses = [t for k, t in enumerate(pauses) if k % len(GAPS) == (k // len(GAPS)) % len(GAPS)]
         questions = questions[::5]
     return pauses, questions
 
