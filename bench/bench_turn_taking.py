@@ -224,6 +224,7 @@ async def run_turn(app: Any, states: list[tuple[float, str]], trial: Trial, deep
     deepgram.script_live(*trial.transcripts)
     log_mark = log_path.stat().st_size if log_path.exists() else 0
     load = os.getloadavg()[0]
+    wall_offset = time.time() - time.monotonic()
     started = time.monotonic()
     assert app.microphone is not None
     await app.microphone.play(rendered.pcm)
@@ -255,7 +256,7 @@ async def run_turn(app: Any, states: list[tuple[float, str]], trial: Trial, deep
         "first_reply_after_end": None if latency is None else round(latency, 3),
         "no_reply": latency is None and not early,
         "answered_after_end": any(t > last_end and s == "speaking" for t, s in states if t <= done),
-        "replies": replies, "log": lines, "load1": round(load, 2),
+        "replies": replies, "log": lines, "load1": round(load, 2), "end_wall": round(last_end + wall_offset, 4),
         "at": time.time(),
     }
 
@@ -283,7 +284,24 @@ def read_log(path: Path, mark: int, pattern: str) -> list[str]:
     except OSError:
         return []
     regex = re.compile(pattern, re.I)
-    return [line.strip()[:400] for line in text.splitlines() if regex.search(line)]
+    return [line.strip()[:4000] for line in text.splitlines() if regex.search(line)]
+
+
+STANDARD_FIELDS = {"message", "level", "name", "pid", "job_id", "room_id", "agent_name", "timestamp", "room",
+                   "turn_latency", "deployment", "id"}
+
+
+def log_line_text(line: str) -> str:
+    """A worker log line for the report: a JSON line's message and its own extra fields (what the decision logged),
+    a text line as it is."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return line[:300]
+    if not isinstance(data, dict) or "message" not in data:
+        return line[:300]
+    extra = {k: v for k, v in data.items() if k not in STANDARD_FIELDS and not k.startswith("code.")}
+    return (str(data["message"]) + (f" {json.dumps(extra)}" if extra else ""))[:500]
 
 
 def describe(r: dict[str, Any]) -> str:
@@ -317,7 +335,16 @@ def main() -> int:
                         help="regex: the worker log lines kept with each turn")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--idle-processes", default="2")
+    parser.add_argument("--report", type=Path, default=None, metavar="RESULTS.json",
+                        help="print the report of an earlier run's bench/results file and exit")
     args = parser.parse_args()
+    if args.report is not None:
+        try:
+            saved = json.loads(args.report.read_text())
+        except (OSError, ValueError) as error:
+            parser.error(f"--report {args.report}: {error}")
+        print(build_report(saved["results"], saved["meta"]))
+        return 0
     if args.turns_per_call < 1 or (args.calls is not None and args.calls < 1):
         parser.error("--turns-per-call and --calls must be at least 1")
     for spec in args.variant:
@@ -536,6 +563,7 @@ def build_report(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         verified = f"{sum(1 for r in checked if r['verified'])}/{len(checked)}" if checked else "-"
         out.append(f"| {lane} | " + " | ".join(cells) + f" | {invalid} | {no_reply} | {verified} |")
 
+    out += stage_table(by_lane)
     early_rows = [r for r in results if r.get("valid") and (r.get("early") or r.get("answered_twice"))]
     if early_rows:
         out.append("\nEarly replies and turns cut in two, with the worker's log lines of the turn\n")
@@ -544,7 +572,7 @@ def build_report(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             out.append(f"- {r['lane']} {r['trial']} ({flags}; {r['shape']}, {int(r['gap'] * 1000)} ms, {r['voice']}): "
                        f"\"{r['text']}\" -> {r['replies']}")
             for line in r.get("log", [])[:6]:
-                out.append(f"    - `{line[:300]}`")
+                out.append(f"    - `{log_line_text(line)}`")
     invalid_rows = [r for r in results if not r.get("valid")]
     if invalid_rows:
         out.append(f"\nInvalid or skipped turns ({len(invalid_rows)}), not counted:")
@@ -553,6 +581,59 @@ def build_report(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     out.append("")
     out += summary_lines(pauses, stats, lanes)
     return "\n".join(out)
+
+
+STAGES = (("vad_end", "end of speech (the agent's VAD)"), ("transcript", "final transcript at the agent"),
+          ("end_of_turn", "turn committed"), ("published", "first audio published by the agent"),
+          ("client", "first audio at the client"))
+
+
+def turn_stages(r: dict[str, Any]) -> dict[str, float]:
+    """A turn's stages in seconds after the caller's last audio, on one clock (``time.time()``, one machine): the
+    worker's own record of the turn (ours: the ``turn latency`` log line, worker/latency.py; the stock agent: the
+    same fields in its BENCH_TURN_LOG) of the reply that came after the end."""
+    end = r.get("end_wall")
+    if end is None or r.get("first_reply_after_end") is None:
+        return {}
+    records = []
+    for line in r.get("log", []):
+        with contextlib.suppress(ValueError):
+            data = json.loads(line)
+            record = data.get("turn_latency", data) if isinstance(data, dict) else None
+            if isinstance(record, dict) and "stopped_speaking_at" in record and "first_audio_at" in record:
+                records.append(record)
+    after = [x for x in records if float(x["first_audio_at"]) >= end - 0.2]
+    if not after:
+        return {"client": r["first_reply_after_end"]}
+    record = after[0]
+    vad_end = float(record["stopped_speaking_at"]) - end
+    stages = {"vad_end": vad_end, "published": float(record["first_audio_at"]) - end,
+              "client": r["first_reply_after_end"]}
+    for name in ("transcript", "end_of_turn"):
+        if record.get(name) is not None:
+            stages[name] = vad_end + float(record[name])
+    return stages
+
+
+def stage_table(by_lane: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Where the time after a finished turn goes: each stage's p50 over the valid turns without an early reply."""
+    columns = []
+    for kind in ("question", "number"):
+        for lane, rows in by_lane.items():
+            per_turn = [turn_stages(r) for r in rows if r["kind"] == kind and r.get("valid") and not r.get("early")]
+            columns.append((f"{lane} {kind}", per_turn))
+    if not any(len(st) > 1 for _, per_turn in columns for st in per_turn):
+        return []
+    out = ["\nWhere the time after a finished turn goes: p50 seconds after the caller's last audio (the worker's own "
+           "per-turn record, one clock)\n", "| stage | " + " | ".join(name for name, _ in columns) + " |",
+           "| --- |" + " ---: |" * len(columns)]
+    for key, title in STAGES:
+        cells = []
+        for _, per_turn in columns:
+            values = [st[key] for st in per_turn if key in st]
+            cells.append(f"{pct(values, 0.5):.2f}" if values else "")
+        out.append(f"| {title} | " + " | ".join(cells) + " |")
+    return out
 
 
 def summary_lines(pauses: dict[str, list[dict[str, Any]]], stats: dict[str, dict[str, float]],
