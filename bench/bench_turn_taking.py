@@ -71,7 +71,7 @@ from turn_corpus import Trial  # noqa: E402
 DEFAULT_REPLY = "Sure, I can help with that."
 WELCOME = "you're verified"
 GREETING = r"^Welcome"
-DECISION_PATTERN = r"turn decision|end of turn|end-of-turn|turn latency|stopped_speaking_at"
+DECISION_PATTERN = r"turn decision|turn ended|turn part|eot prediction|end of turn|end-of-turn|turn latency|stopped_speaking_at"
 AGENT_WORDS_PER_MINUTE = 280  # the agent's scripted voice, as the room tests (tests/room/conftest.py)
 TARGET_EARLY = 0.01
 TARGET_QUESTION = 0.55
