@@ -144,23 +144,34 @@ async def run_lane(label: str, plan: list[list[Trial]], deepgram: Any, barrier: 
         app: AppClient | None = None
         states: list[tuple[float, str]] = []
         problem: str | None = None
-        try:
-            joined = await fetch_token(service_url, body={
-                "room_name": f"tt-{label}-{int(time.time())}-{c}", "participant_identity": "user-42",
-                "participant_name": "John Doe", "room_config": {}})
-            app = AppClient(joined)
+        for attempt in range(3):  # a call whose agent never came (a loaded machine) is tried again, in a new room
+            try:
+                joined = await fetch_token(service_url, body={
+                    "room_name": f"tt-{label}-{int(time.time())}-{c}-{attempt}", "participant_identity": "user-42",
+                    "participant_name": "John Doe", "room_config": {}})
+                app = AppClient(joined)
 
-            def on_attributes(changed: dict[str, str], _participant: Any, states: list[tuple[float, str]] = states) -> None:
-                if "lk.agent.state" in changed:
-                    states.append((time.monotonic(), changed["lk.agent.state"]))
+                def on_attributes(changed: dict[str, str], _participant: Any,
+                                  states: list[tuple[float, str]] = states) -> None:
+                    if "lk.agent.state" in changed:
+                        states.append((time.monotonic(), changed["lk.agent.state"]))
 
-            app.room.on("participant_attributes_changed", on_attributes)
-            await app.connect()
-            await app.wait_agent_says(GREETING, timeout=60)
-            await app.wait_agent_listening(timeout=30)
-            await asyncio.sleep(0.5)
-        except Exception as error:  # noqa: BLE001 - a failed call is a result, not the end of the run
-            problem = f"call setup: {type(error).__name__}: {str(error)[:160]}"
+                app.room.on("participant_attributes_changed", on_attributes)
+                await app.connect()
+                await app.wait_agent(timeout=25)
+                await app.wait_agent_says(GREETING, timeout=45)
+                await app.wait_agent_listening(timeout=30)
+                await asyncio.sleep(0.5)
+                problem = None
+                break
+            except Exception as error:  # noqa: BLE001 - a failed call is a result, not the end of the run
+                problem = f"call setup: {type(error).__name__}: {str(error)[:160]}"
+                print(f"[{label}] call {c} attempt {attempt + 1}: {problem}", flush=True)
+                if app is not None:
+                    with contextlib.suppress(Exception):
+                        await app.leave()
+                    app = None
+                states.clear()
         for trial in call:
             await sync(barrier)
             if problem is not None or app is None:
