@@ -159,9 +159,8 @@ def test_the_delays_are_ordered_and_come_from_the_policy(parts: list[str], polic
     # only a finished turn may end sooner than the model's long wait, and only a "model" turn is the model's
     if decision.verdict is not Verdict.END_NOW and decision.verdict is not Verdict.MODEL:
         assert decision.delays.min_delay >= policy.max_delay
-    assert (decision.verdict is Verdict.MODEL) == (decision.delays == Delays(policy.min_delay, policy.max_delay)
-                                                   and decision.verdict not in (Verdict.END_NOW, Verdict.WAIT_MORE,
-                                                                                Verdict.WAIT_LONGEST))
+    if decision.verdict is Verdict.MODEL:
+        assert decision.delays == Delays(policy.min_delay, policy.max_delay)
 
 
 @given(st.lists(text, max_size=4), policies)
@@ -220,7 +219,7 @@ def test_the_number_is_read_only_while_it_is_asked_for() -> None:
     assert turns.heard("98765").verdict is Verdict.WAIT_LONGEST and applied[-1] == Delays(2.5, 2.5)
     assert turns.heard("43210").verdict is Verdict.END_NOW and applied[-1] == Delays(0.3, 0.3)
     other, applied_other, _ = _turns(waiting=False)
-    assert other.heard("98765").verdict is Verdict.MODEL and applied_other == []
+    assert other.heard("98765").verdict is Verdict.MODEL and applied_other == [Delays(0.3, 1.2)]
 
 
 def test_a_commit_without_transcripts_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:

@@ -50,7 +50,7 @@ class TurnTaking:
         self._transcripts: list[str] = []
         self._decisions: list[Decision] = []
         self._last_heard: float | None = None
-        self._current = policy.delays(decide([], policy).verdict)
+        self._current: Delays | None = None  # the session's own until the first transcript: always set then
 
     @property
     def decisions(self) -> list[Decision]:
@@ -73,12 +73,14 @@ class TurnTaking:
 
     def committed(self) -> Decision | None:
         """livekit committed the turn: log why it ended when it did, put the session's delays back, start empty."""
-        final = self._decisions[-1] if self._decisions else None
-        if final is not None:
-            after = self._clock() - self._last_heard if self._last_heard is not None else 0.0
-            earlier = ",".join(d.verdict.value for d in self._decisions[:-1]) or "-"
-            logger.info("turn ended (room=%s): %s parts=%d earlier=%s ended_after_last_transcript=%.2fs",
-                        self._room, final.describe(), len(self._decisions), earlier, after)
+        if not self._decisions:  # a typed message, or a turn committed before any final transcript
+            self._number.committed()
+            return None
+        final = self._decisions[-1]
+        after = self._clock() - self._last_heard if self._last_heard is not None else 0.0
+        earlier = ",".join(d.verdict.value for d in self._decisions[:-1]) or "-"
+        logger.info("turn ended (room=%s): %s parts=%d earlier=%s ended_after_last_transcript=%.2fs",
+                    self._room, final.describe(), len(self._decisions), earlier, after)
         self._transcripts.clear()
         self._decisions.clear()
         self._last_heard = None
