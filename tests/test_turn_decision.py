@@ -56,7 +56,9 @@ def test_a_turn_ending_in_an_open_word_waits_longest(said: str, cls: WordClass) 
 
 @pytest.mark.parametrize("said", ["When is my next appointment?", "what time does the clinic open tomorrow",
                                   "Can I cancel my appointment on Friday.", "do I need to fast before my blood test",
-                                  "who is my doctor", "So, how do I reset my password", "is my insurance accepted"])
+                                  "who is my doctor", "So, how do I reset my password", "is my insurance accepted",
+                                  "can I change my appointment to Monday", "could you send it to me",
+                                  "can I move it to 10"])
 def test_a_question_ending_in_a_content_word_ends_now(said: str) -> None:
     decision = decide([said], POLICY)
     assert decision.question and decision.last_word is WordClass.CONTENT

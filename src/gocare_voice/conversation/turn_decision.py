@@ -96,6 +96,15 @@ CONJUNCTIONS = frozenset({"and", "or", "but", "because", "cos", "although", "unl
 FILLERS = frozenset({"um", "umm", "uh", "uhh", "uhm", "er", "erm", "hmm", "hm", "mm", "ah"})
 SUBJECTS = frozenset({"i", "we", "they", "he", "she"})
 
+NOT_VERBS = frozenset({
+    "me", "you", "him", "her", "it", "us", "them", "monday", "tuesday", "wednesday", "thursday", "friday",
+    "saturday", "sunday", "today", "tomorrow", "tonight", "noon", "midnight", "january", "february", "march",
+    "april", "may", "june", "july", "august", "september", "october", "november", "december", "morning",
+    "afternoon", "evening", "night", "work", "school", "bed", "hospital", "church",
+})
+"""Words after a final "to" that make it a preposition with its object ("change it to Monday", "send it to me"),
+not an infinitive still missing its object ("I wanted to ask")."""
+
 QUESTION_WORDS = frozenset({"when", "what", "where", "who", "whom", "which", "why", "how", "whose"})
 AUXILIARIES = frozenset({
     "can", "could", "do", "does", "did", "is", "are", "was", "were", "will", "would", "should", "shall", "may",
@@ -130,7 +139,7 @@ def word_class(words: list[str]) -> WordClass:
     for lexicon, cls in _ALL_CLASSES:
         if last in lexicon:
             return cls
-    if len(words) >= 2 and words[-2] == "to":
+    if len(words) >= 2 and words[-2] == "to" and last not in NOT_VERBS and not last[0].isdigit():
         return WordClass.INFINITIVE
     return WordClass.CONTENT
 
