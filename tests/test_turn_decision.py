@@ -240,3 +240,36 @@ def test_the_policy_comes_from_the_settings() -> None:
     assert not policy_from(other).grammar
     off = Settings(_env_file=None, GOCARE_TURN_GRAMMAR="false")  # type: ignore[call-arg]
     assert not policy_from(off).grammar
+
+
+async def test_attach_sets_a_real_sessions_delays_per_transcript_and_puts_them_back() -> None:
+    """The wiring on a real (not started) AgentSession, through the events livekit emits: each final transcript
+    sets the session's endpointing delays, interim ones do nothing, the user's message puts the session's own
+    back (and ends the turn)."""
+    from livekit.agents import AgentSession, ConversationItemAddedEvent, UserInputTranscribedEvent
+    from livekit.agents.llm import ChatMessage
+
+    from gocare_voice.worker.turn_taking import attach
+
+    session: AgentSession = AgentSession(turn_handling={"endpointing": {"min_delay": 0.3, "max_delay": 1.2}})
+    turns = attach(session, policy=POLICY, region="IN", waiting_for_number=lambda: False, room="r")
+
+    def delays() -> tuple[float, float]:
+        return session.options.endpointing["min_delay"], session.options.endpointing["max_delay"]
+
+    session.emit("user_input_transcribed", UserInputTranscribedEvent(transcript="I am looking", is_final=False))
+    assert turns.decisions == [] and delays() == (0.3, 1.2)
+    session.emit("user_input_transcribed", UserInputTranscribedEvent(transcript="I am looking for", is_final=True))
+    assert delays() == (2.0, 2.0)
+    session.emit("user_input_transcribed", UserInputTranscribedEvent(transcript="a doctor?", is_final=True))
+    assert [d.verdict for d in turns.decisions] == [Verdict.WAIT_LONGEST, Verdict.MODEL] and delays() == (0.3, 1.2)
+    session.emit("user_input_transcribed", UserInputTranscribedEvent(transcript="when is it open", is_final=True))
+    assert delays() == (0.3, 1.2)  # "I am looking for a doctor when is it open": a statement, the model's
+    session.emit("conversation_item_added", ConversationItemAddedEvent(
+        item=ChatMessage(role="assistant", content=["Hello."])))
+    assert len(turns.decisions) == 3  # the agent's own message ends no user turn
+    session.emit("conversation_item_added", ConversationItemAddedEvent(
+        item=ChatMessage(role="user", content=["I am looking for a doctor when is it open"])))
+    assert turns.decisions == [] and delays() == (0.3, 1.2)
+    session.emit("user_input_transcribed", UserInputTranscribedEvent(transcript="when is it open", is_final=True))
+    assert delays() == (0.3, 0.3)
