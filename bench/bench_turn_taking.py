@@ -259,11 +259,12 @@ async def run_turn(app: Any, states: list[tuple[float, str]], trial: Trial, deep
     heard = [u.transcript for u in utterances]
     replies = [t.text for t in app.agent_transcripts(since=started) if t.final]
     lines = read_log(log_path, log_mark, options["decision_pattern"])
-    valid = stt_matches(heard, trial.transcripts)
+    part_seconds = part_lengths(rendered, trial.gap)
+    valid = stt_matches(heard, trial.transcripts, [u.duration for u in utterances], part_seconds)
     early = len(early_frames) >= 2 or any(s == "speaking" for _, s in in_pause)
     return {
         **trial_fields(trial), "_started": started, "valid": valid,
-        "problem": None if valid else f"STT heard {heard}", "heard": heard,
+        "problem": None if valid else f"STT heard {heard}", "heard": heard, "part_seconds": part_seconds,
         "stt_utterances": [(u.transcript, round(u.start, 2), round(u.duration, 2), round(u.rms)) for u in utterances],
         "early": early, "early_audio_s": round(len(early_frames) * 0.02, 2),
         "committed_in_pause": any(s == "thinking" for _, s in in_pause) or early,
@@ -276,28 +277,55 @@ async def run_turn(app: Any, states: list[tuple[float, str]], trial: Trial, deep
     }
 
 
-def stt_matches(heard: list[str], expected: tuple[str, ...] | list[str]) -> bool:
-    """The agent got exactly the scripted parts, in order. Empty finals *after* the last part are allowed: under load
-    the caller's track sometimes carries a short loud blip after the sentence (WebRTC concealing late packets at the
-    worker), which the scripted STT hears as an utterance with no words; before the last part such a blip would
-    have taken a part's transcript, so there the trial is invalid."""
+def part_lengths(rendered: turn_corpus.Rendered, gap: float) -> list[float]:
+    """Seconds of speech of each part, as sent."""
+    ends = rendered.part_ends
+    return [round(end - (ends[k - 1] + gap if k else 0.0), 3) for k, end in enumerate(ends)]
+
+
+def stt_matches(heard: list[str], expected: tuple[str, ...] | list[str], durations: list[float] | None = None,
+                expected_durations: list[float] | None = None) -> bool:
+    """The agent got exactly the scripted parts, in order, each at the end of its own stretch of speech.
+
+    Empty finals *after* the last part are allowed: under load the caller's track sometimes carries a short loud
+    blip (WebRTC concealing late packets at the worker), which the scripted STT hears as an utterance with no
+    words. A blip *before* a part takes that part's words (the transcripts are a queue), and then the words reach
+    the agent at the wrong moment (at the end of a blip, or of the first half with the second half's words), which
+    is a misrecognition, not a decision: the utterances' loud lengths must each match their part's (within 0.3 s
+    and a quarter of the part), so such a turn is invalid."""
     trimmed = list(heard)
     while trimmed and trimmed[-1] == "" and len(trimmed) > len(expected):
         trimmed.pop()
-    return trimmed == list(expected)
+    if trimmed != list(expected):
+        return False
+    if durations is None or expected_durations is None:
+        return True
+    return all(abs(got - want) <= 0.3 + 0.25 * want for got, want in zip(durations, expected_durations, strict=False))
 
 
 def revalidate(results: list[dict[str, Any]]) -> None:
-    """Apply ``stt_matches`` to a saved run whose turns were judged by an earlier, stricter rule."""
+    """Judge a saved run's turns by ``stt_matches`` as it is now (a run saved by an earlier, different rule; the
+    parts' lengths are rendered again when the run did not keep them)."""
     import ast
 
+    trials = {t.id: t for quick in (False, True) for call in plan_calls(quick=quick, turns_per_call=1, calls=None)
+              for t in call}
+    trials.update({f"n{i:02d}": turn_corpus.number_trial(i) for i in range(100)})
     for r in results:
         heard = r.get("heard")
         if heard is None and str(r.get("problem") or "").startswith("STT heard "):
             with contextlib.suppress(ValueError, SyntaxError):
                 heard = ast.literal_eval(r["problem"].removeprefix("STT heard "))
-        if heard is not None and not r.get("valid") and stt_matches(heard, r["text"].split(" | ")):
-            r["valid"], r["problem"], r["heard"] = True, None, heard
+        if heard is None or "early" not in r:
+            continue  # a skipped turn: nothing was measured
+        durations = [u[2] for u in r["stt_utterances"]] if r.get("stt_utterances") else None
+        expected = r.get("part_seconds")
+        if durations is not None and expected is None and r["trial"] in trials:
+            trial = trials[r["trial"]]
+            expected = r["part_seconds"] = part_lengths(turn_corpus.render(trial), trial.gap)
+        valid = stt_matches(heard, r["text"].split(" | "), durations, expected)
+        r["valid"], r["heard"] = valid, heard
+        r["problem"] = None if valid else f"STT heard {heard} (loud seconds {durations}, sent {expected})"
 
 
 async def settle(app: Any, states: list[tuple[float, str]], quiet: float = 0.8, timeout: float = 40.0) -> None:
