@@ -191,10 +191,41 @@ async def test_a_handshake_without_linear16_and_sample_rate_is_refused(deepgram_
 
 
 @needs_espeak
+async def test_a_pause_shorter_than_utterance_end_ms_brings_two_finals_and_no_utterance_end(deepgram_server,
+                                                                                           http) -> None:
+    """Deepgram's timing, which a turn decision may read: a 0.7 s pause ends the first part with ``speech_final``
+    (the scripted endpointing, 0.5 s), but ``UtteranceEnd`` (``utterance_end_ms``=1000) only follows a gap of a
+    second after the last word: after the whole sentence, not in the pause."""
+    deepgram_server.script_live("I wanted to ask", "about my appointment.")
+    rate = 16000
+    speech = (audio_tools.speech_pcm("I wanted to ask", rate=rate) + _silence(0.7, rate)
+              + audio_tools.speech_pcm("about my appointment", rate=rate) + _silence(1.5, rate))
+    url = (f"{deepgram_server.listen_url}?encoding=linear16&sample_rate={rate}&vad_events=false"
+           "&interim_results=true&utterance_end_ms=1000&model=nova-3")
+    async with http.ws_connect(url, headers={"Authorization": f"Token {deepgram_server.api_key}"}) as ws:
+        chunk = 1600 * 2
+        for i in range(0, len(speech), chunk):
+            await ws.send_bytes(speech[i : i + chunk])
+        messages = []
+        while not messages or messages[-1]["type"] != "UtteranceEnd":
+            messages.append(await ws.receive_json(timeout=2))
+        with pytest.raises(asyncio.TimeoutError):
+            messages.append(await ws.receive_json(timeout=0.3))
+    kinds = [(m["type"], m.get("is_final"), m.get("speech_final"),
+              m["channel"]["alternatives"][0]["transcript"] if m["type"] == "Results" else None) for m in messages]
+    assert kinds == [("Results", False, False, "I"), ("Results", True, True, "I wanted to ask"),
+                     ("Results", False, False, "about"), ("Results", True, True, "about my appointment."),
+                     ("UtteranceEnd", None, None, None)], kinds
+    words = messages[3]["channel"]["alternatives"][0]["words"]
+    assert messages[4]["last_word_end"] == words[-1]["end"]
+
+
+@needs_espeak
 async def test_wire_messages_are_shaped_as_deepgram_live(deepgram_server, http) -> None:
     """The exact messages, read off a bare websocket: what the plugin parses, and the fields it ignores."""
     deepgram_server.script_live("Hello there.", "Second one.")
-    speech = audio_tools.speech_pcm("Hello there", rate=16000)
+    # espeak's own quiet tail trimmed: the silences below are exactly as long as they say
+    speech = audio_tools.trim_silence(audio_tools.speech_pcm("Hello there", rate=16000), rate=16000)
     url = (f"{deepgram_server.listen_url}?encoding=linear16&sample_rate=16000&vad_events=true"
            "&interim_results=false&utterance_end_ms=1000&model=nova-3")
     async with http.ws_connect(url, headers={"Authorization": f"Token {deepgram_server.api_key}"}) as ws:
@@ -207,7 +238,12 @@ async def test_wire_messages_are_shaped_as_deepgram_live(deepgram_server, http) 
         audio = speech + _silence(0.8, 16000)
         for i in range(0, len(audio), chunk):
             await ws.send_bytes(audio[i : i + chunk])
-        started, final, utterance_end = await receive(), await receive(), await receive()
+        started, final = await receive(), await receive()
+        # UtteranceEnd needs utterance_end_ms (1 s) of audio after the last word: 0.8 s of silence is not enough
+        with pytest.raises(asyncio.TimeoutError):
+            await ws.receive_json(timeout=0.5)
+        await ws.send_bytes(_silence(0.4, 16000))
+        utterance_end = await receive()
         assert started["type"] == "SpeechStarted" and started["channel"] == [0]
         assert 0 <= started["timestamp"] < 0.3
         assert {k: final[k] for k in ("type", "channel_index", "is_final", "speech_final", "from_finalize")} == {
@@ -235,7 +271,8 @@ async def test_wire_messages_are_shaped_as_deepgram_live(deepgram_server, http) 
         cut = await receive()
         assert (cut["is_final"], cut["speech_final"], cut["from_finalize"]) == (True, False, True)
         assert cut["channel"]["alternatives"][0]["transcript"] == "Second one."
-        assert cut["start"] == final["start"] + final["duration"] + empty["duration"]
+        assert cut["start"] == pytest.approx(final["start"] + final["duration"] + empty["duration"], abs=0.002)
+        await ws.send_bytes(_silence(1.1, 16000))  # the gap after the last word that UtteranceEnd waits for
         assert (await receive())["type"] == "UtteranceEnd"
 
         await ws.send_str('{"type": "CloseStream"}')

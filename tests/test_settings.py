@@ -257,6 +257,9 @@ def test_groq_base_url_defaults_to_groq_and_a_blank_value_means_the_default(tmp_
 @pytest.mark.parametrize("env, named", [
     ({"GOCARE_ENDPOINTING_MIN_DELAY": "2", "GOCARE_ENDPOINTING_MAX_DELAY": "1"}, "GOCARE_ENDPOINTING_MIN_DELAY"),
     ({"GOCARE_ENDPOINTING_MAX_DELAY": "3", "GOCARE_NUMBER_MAX_PAUSE": "2"}, "GOCARE_NUMBER_MAX_PAUSE"),
+    ({"GOCARE_ENDPOINTING_MAX_DELAY": "1.5", "GOCARE_TURN_UNFINISHED_PAUSE": "1"}, "GOCARE_TURN_UNFINISHED_PAUSE"),
+    ({"GOCARE_TURN_UNFINISHED_PAUSE": "-1"}, "GOCARE_TURN_UNFINISHED_PAUSE"),
+    ({"GOCARE_TURN_GRAMMAR": "perhaps"}, "GOCARE_TURN_GRAMMAR"),
 ])
 def test_turn_taking_delays_that_contradict_each_other_are_refused(env: dict[str, str], named: str,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
@@ -269,3 +272,4 @@ def test_turn_taking_delays_that_contradict_each_other_are_refused(env: dict[str
 def test_the_turn_taking_defaults_are_consistent() -> None:
     settings = Settings()
     assert settings.endpointing_min_delay <= settings.endpointing_max_delay <= settings.number_max_pause
+    assert settings.endpointing_max_delay <= settings.turn_unfinished_pause

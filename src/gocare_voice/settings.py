@@ -365,6 +365,12 @@ class Settings(BaseSettings):
     ends the turn at once, digits that are not a number yet get ``GOCARE_NUMBER_MAX_PAUSE``."""
     number_max_pause: float = Field(2.5, ge=0, le=10, validation_alias="GOCARE_NUMBER_MAX_PAUSE")
     """Seconds a caller may pause between the groups of a number they are still saying ("98765 ... 43210")."""
+    turn_grammar: bool = Field(True, validation_alias="GOCARE_TURN_GRAMMAR")
+    """Read the words of each turn (English STT only) before the end-of-turn model's wait: a turn ending in a
+    preposition, article, possessive, conjunction or filler waits ``GOCARE_TURN_UNFINISHED_PAUSE``; a question
+    ending in a content word ends after ``GOCARE_ENDPOINTING_MIN_DELAY`` (conversation/turn_decision.py)."""
+    turn_unfinished_pause: float = Field(2.0, ge=0, le=10, validation_alias="GOCARE_TURN_UNFINISHED_PAUSE")
+    """Seconds a caller may pause after words that leave the sentence open ("I am looking for ...")."""
     preemptive_tts: bool = Field(True, validation_alias="GOCARE_PREEMPTIVE_TTS")
     """Start speaking the reply (TTS) before the turn is committed, as livekit-agents already does with the
     LLM; a reply the caller's further words make obsolete is thrown away, unheard."""
@@ -587,6 +593,9 @@ class Settings(BaseSettings):
         problems = []
         if self.endpointing_min_delay > self.endpointing_max_delay:
             problems.append("GOCARE_ENDPOINTING_MIN_DELAY: must not be longer than GOCARE_ENDPOINTING_MAX_DELAY")
+        if self.turn_unfinished_pause < self.endpointing_max_delay:
+            problems.append("GOCARE_TURN_UNFINISHED_PAUSE: must not be shorter than GOCARE_ENDPOINTING_MAX_DELAY (an "
+                            "unfinished sentence would get less patience than any other)")
         if self.number_max_pause < self.endpointing_max_delay:
             problems.append("GOCARE_NUMBER_MAX_PAUSE: must not be shorter than GOCARE_ENDPOINTING_MAX_DELAY (a number "
                             "being said would get less patience than a sentence)")

@@ -348,14 +348,17 @@ class AppClient:
         await self.microphone.play(pcm)
         return len(pcm) / 2 / MIC_RATE
 
-    async def say_with_pauses(self, *phrases: str, pause: float) -> list[float]:
+    async def say_with_pauses(self, *phrases: str, pause: float, voice: str | None = None,
+                              words_per_minute: int | None = None) -> list[float]:
         """Speak ``phrases`` as one stretch of audio with exactly ``pause`` seconds of silence between them (espeak's
-        own lead-in and tail trimmed); returns when each phrase's last sample was sent (monotonic), once all were."""
+        own lead-in and tail trimmed), in espeak-ng's ``voice`` at ``words_per_minute``; returns when each
+        phrase's last sample was sent (monotonic), once all were."""
         from scripted.audio_tools import trim_silence
 
         if self.microphone is None:
             raise ClientError("no microphone published")
-        pieces = [trim_silence(await asyncio.to_thread(speech_pcm, text, rate=MIC_RATE), rate=MIC_RATE)
+        pieces = [trim_silence(await asyncio.to_thread(speech_pcm, text, rate=MIC_RATE, voice=voice,
+                                                       words_per_minute=words_per_minute), rate=MIC_RATE)
                   for text in phrases]
         gap = bytes(int(pause * MIC_RATE) * 2)
         await self.microphone.play(gap.join(pieces))

@@ -34,12 +34,13 @@ ESPEAK_WPM = 175
 
 
 @functools.lru_cache(maxsize=64)
-def speech_pcm(text: str, *, rate: int = 24000, words_per_minute: int | None = None) -> bytes:
+def speech_pcm(text: str, *, rate: int = 24000, words_per_minute: int | None = None, voice: str | None = None) -> bytes:
     """``text`` spoken by espeak-ng as mono s16le PCM at ``rate``, at ``words_per_minute`` (espeak-ng's own
-    175 by default); a 440 Hz tone of a similar length when espeak-ng is missing (the scripted speech server
-    must still answer with real audio)."""
+    175 by default), in espeak-ng's ``voice`` ("en-gb+m3"; its default voice when None); a 440 Hz tone of a
+    similar length when espeak-ng is missing (the scripted speech server must still answer with real audio)."""
     if ESPEAK:
         speed = ["-s", str(words_per_minute)] if words_per_minute else []
+        speed += ["-v", voice] if voice else []
         wav = subprocess.run([ESPEAK, *speed, "--stdout", text], check=True, capture_output=True, timeout=30).stdout
         return resample_wav(wav, rate=rate)
     seconds = max(0.5, 0.07 * len(text) * ESPEAK_WPM / (words_per_minute or ESPEAK_WPM))

@@ -21,8 +21,11 @@ or at ``CloseStream``/socket close. Messages sent, shaped as Deepgram's:
   the query has ``interim_results=true`` and a transcript is scripted;
 - at its end a final ``Results`` (``is_final: true``; ``speech_final`` true unless it was ended by ``Finalize``;
   ``from_finalize``) with the next transcript from ``script_live(...)``, or an empty one when none is scripted
-  (an unscripted utterance is heard but produces no text), then ``UtteranceEnd`` when the query has
-  ``utterance_end_ms`` and there were words;
+  (an unscripted utterance is heard but produces no text);
+- ``UtteranceEnd`` (``last_word_end``: the end of the last word) when the query has ``utterance_end_ms``, the last
+  final had words and then ``utterance_end_ms`` of audio passed after its last word with no new speech: as Deepgram
+  does, it is about a gap in the words, so a pause shorter than ``utterance_end_ms`` never brings one, and it comes
+  well after the final that ``speech_final`` marked;
 - ``Finalize`` with no speech since the last final: an empty final ``Results`` with ``from_finalize: true``;
 - ``CloseStream``: the final of an utterance in progress, then ``Metadata``, then a normal close.
 
@@ -464,6 +467,8 @@ class _LiveStream:
         self.loud_sum_squares = 0.0  # ... and of those up to the last loud one (the recorded span)
         self.loud_samples = 0
         self.interim_sent = False
+        # UtteranceEnd waits for utterance_end_ms of audio after the last word: (due at, last word's end)
+        self.utterance_end: tuple[float, float] | None = None
 
     @property
     def now(self) -> float:
@@ -518,6 +523,12 @@ class _LiveStream:
         samples = len(pcm) // 2
         out: list[dict[str, Any]] = []
         loud = rms >= self.server.silence_rms
+        if self.utterance_end is not None:
+            if loud:
+                self.utterance_end = None  # words again before the gap was long enough: no UtteranceEnd
+            elif end >= self.utterance_end[0]:
+                out.append({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": self.utterance_end[1]})
+                self.utterance_end = None
         if loud and self.speech_start is None:
             self.speech_start = start
             self.sum_squares, self.samples, self.interim_sent = 0.0, 0, False
@@ -562,7 +573,8 @@ class _LiveStream:
         self.speech_start = None
         self.cursor = self.now
         if transcript and "utterance_end_ms" in self.query:
-            out.append({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": round(end, 3)})
+            gap = int(self.query["utterance_end_ms"]) / 1000
+            self.utterance_end = (end + gap, round(end, 3))
         return out
 
     def _results(self, transcript: str, start: float, end: float, *, is_final: bool, speech_final: bool,

@@ -15,22 +15,14 @@ phone parser, and the turn's endpointing delays follow what it says:
 - anything else: the session's delays.
 
 They are put back when the turn is committed (livekit adds the user's message). ``NumberTurn`` is pure (fed
-transcripts, answers the turn's state); ``attach`` wires it to a session through public livekit-agents API only
-(``user_input_transcribed``, ``conversation_item_added``, ``AgentSession.update_options``).
+transcripts, answers the turn's state); its state is one signal of the turn decision (``turn_decision.py``:
+``END_NOW`` for a complete number, ``WAIT_LONGEST`` with the number pause for a partial one), which
+``worker/turn_taking.py`` wires to a session.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any, Callable
-
 from .phone import parse_phone_number
-
-if TYPE_CHECKING:
-    from livekit.agents import AgentSession
-
-logger = logging.getLogger("gocare.agents")
-
 
 COMPLETE, PARTIAL, NO_NUMBER = "complete", "partial", "no_number"
 MIN_PARTIAL_DIGITS = 3
@@ -62,43 +54,3 @@ class NumberTurn:
         """The turn ended (livekit added the user's message): the next one starts empty."""
         self._heard.clear()
         self.state = NO_NUMBER
-
-
-def attach(session: AgentSession[Any], *, region: str, waiting_for_number: Callable[[], bool],
-           min_delay: float, max_delay: float, number_max_pause: float) -> NumberTurn:
-    """While ``waiting_for_number()``, give each turn of ``session`` the endpointing delays its number state calls
-    for (module docstring), and put the session's own back once the turn is committed.
-
-    Through ``AgentSession.update_options``, which sets the session's delays on the running agent: an agent with
-    endpointing of its own in ``turn_handling`` would have it replaced during the number check (none has)."""
-    from livekit.agents import ConversationItemAddedEvent, UserInputTranscribedEvent
-    from livekit.agents.llm import ChatMessage
-
-    turn = NumberTurn(region=region)
-    delays = {COMPLETE: (min_delay, min_delay), PARTIAL: (number_max_pause, number_max_pause),
-              NO_NUMBER: (min_delay, max_delay)}
-    current = delays[NO_NUMBER]
-
-    def _set(wanted: tuple[float, float]) -> None:
-        nonlocal current
-        if wanted != current:
-            current = wanted
-            session.update_options(endpointing_opts={"min_delay": wanted[0], "max_delay": wanted[1]})
-
-    def _on_transcript(ev: UserInputTranscribedEvent) -> None:
-        if not ev.is_final:
-            return
-        turn.heard(ev.transcript)
-        state = turn.state if waiting_for_number() else NO_NUMBER
-        if state == COMPLETE and current != delays[COMPLETE]:
-            logger.debug("the turn is a complete number: ending it without the end-of-turn model's wait")
-        _set(delays[state])
-
-    def _on_item(ev: ConversationItemAddedEvent) -> None:
-        if isinstance(ev.item, ChatMessage) and ev.item.role == "user":
-            turn.committed()
-            _set(delays[NO_NUMBER])
-
-    session.on("user_input_transcribed", _on_transcript)
-    session.on("conversation_item_added", _on_item)
-    return turn

@@ -237,15 +237,15 @@ async def run_job(
     from gocare_voice.worker import latency
 
     latency.attach(session, room=room_name, observe=lambda turn: metrics.turn_latency(turn.stages()))
-    if settings.number_endpointing:
-        from gocare_voice.conversation import number_turn
+    from gocare_voice.worker import turn_taking
 
-        number_turn.attach(
-            session, region=settings.phone_region,
-            waiting_for_number=lambda: isinstance(session.current_agent, AuthenticationAgent) and not state.authenticated,
-            min_delay=settings.endpointing_min_delay, max_delay=settings.endpointing_max_delay,
-            number_max_pause=settings.number_max_pause,
-        )
+    # each final transcript sets the turn's endpointing delays: the words (turn_decision) and, during the number
+    # check, the phone parser (number_turn); one line per committed turn says why it ended when it did
+    turn_taking.attach(
+        session, policy=turn_taking.policy_from(settings), region=settings.phone_region, room=room_name,
+        waiting_for_number=lambda: (settings.number_endpointing and isinstance(session.current_agent, AuthenticationAgent)
+                                    and not state.authenticated),
+    )
 
     def _switch(mode: str) -> Any:
         before = session.current_agent
