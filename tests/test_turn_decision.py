@@ -68,14 +68,16 @@ def test_a_question_ending_in_a_content_word_ends_now(said: str) -> None:
 
 @pytest.mark.parametrize(("said", "cls"), [("I wanted to ask", WordClass.INFINITIVE),
                                            ("I would like to speak", WordClass.INFINITIVE),
-                                           ("and then I", WordClass.SUBJECT)])
+                                           ("and then I", WordClass.SUBJECT), ("so basically it's", WordClass.SUBJECT),
+                                           ("my number is", WordClass.COPULA),
+                                           ("the problem with the app was", WordClass.COPULA)])
 def test_an_infinitive_or_a_subject_at_the_end_waits_the_long_delay(said: str, cls: WordClass) -> None:
     decision = decide([said], POLICY)
     assert (decision.last_word, decision.verdict, decision.delays) == (cls, Verdict.WAIT_MORE, Delays(1.2, 1.2))
 
 
 @pytest.mark.parametrize("said", ["I need my prescription", "I lost the letter you sent me", "thank you",
-                                  "yes", "is it"])
+                                  "yes", "is it", "yes it is", "I know where it is", "they are", "yes I do"])
 def test_a_statement_or_a_short_question_is_left_to_the_model(said: str) -> None:
     decision = decide([said], POLICY)
     assert decision.verdict is Verdict.MODEL

@@ -11,8 +11,8 @@ long ``GOCARE_ENDPOINTING_MAX_DELAY`` after a finished question. The words of th
 - a turn whose last word leaves the sentence open (a preposition, an article, a possessive, a conjunction, a
   filler: "I am looking for", "when does the", "can you check my", "my daughter and", "I wanted um") is not
   finished, whatever the sound says: ``WAIT_LONGEST`` (``GOCARE_TURN_UNFINISHED_PAUSE``);
-- one ending in an infinitive ("I wanted to ask") or a subject pronoun ("and then I") probably goes on:
-  ``WAIT_MORE`` (the long wait, never the short one);
+- one ending in an infinitive ("I wanted to ask"), a subject pronoun ("and then I") or a copula after a noun ("my
+  number is") probably goes on: ``WAIT_MORE`` (the long wait, never the short one);
 - a question (it opens with a question word or an inverted auxiliary: "when is", "can I") that ends in a
   content word ("when is my next appointment") is finished: ``END_NOW`` (the short wait, whatever the sound
   says). A question ending in a preposition is treated as any turn ending in one ("could you help me with"):
@@ -64,6 +64,9 @@ class WordClass(StrEnum):
     """A verb right after "to" with nothing after it ("I wanted to ask")."""
     SUBJECT = "subject"
     """A subject pronoun ("and then I"): the verb is still to come."""
+    COPULA = "copula"
+    """"is", "are", "was", "were" after a noun ("my number is", "the problem is"): what it is is still to come.
+    After a pronoun ("yes, it is", "they are") a sentence may end, and it is ``CONTENT``."""
     CONTENT = "content"
     """Anything else: a noun, a verb with its object, an adjective... a sentence may end here."""
     NONE = "none"
@@ -94,7 +97,11 @@ POSSESSIVES = frozenset({"my", "your", "our", "their", "its"})
 CONJUNCTIONS = frozenset({"and", "or", "but", "because", "cos", "although", "unless", "whether", "nor",
                           "plus", "if", "whereas"})
 FILLERS = frozenset({"um", "umm", "uh", "uhh", "uhm", "er", "erm", "hmm", "hm", "mm", "ah"})
-SUBJECTS = frozenset({"i", "we", "they", "he", "she"})
+SUBJECTS = frozenset({"i", "we", "they", "he", "she", "i'm", "i'd", "i'll", "i've", "we're", "they're", "it's",
+                      "there's", "that's", "he's", "she's"})
+COPULAS = frozenset({"is", "are", "was", "were"})
+PRONOUNS = frozenset({"i", "you", "he", "she", "it", "we", "they", "that", "this", "there", "what", "who",
+                      "which", "where", "here", "these", "those"})
 
 NOT_VERBS = frozenset({
     "me", "you", "him", "her", "it", "us", "them", "monday", "tuesday", "wednesday", "thursday", "friday",
@@ -141,6 +148,8 @@ def word_class(words: list[str]) -> WordClass:
             return cls
     if len(words) >= 2 and words[-2] == "to" and last not in NOT_VERBS and not last[0].isdigit():
         return WordClass.INFINITIVE
+    if last in COPULAS and len(words) >= 2 and words[-2] not in PRONOUNS:
+        return WordClass.COPULA
     return WordClass.CONTENT
 
 
@@ -226,7 +235,7 @@ def decide(transcripts: list[str] | tuple[str, ...], policy: TurnPolicy,
         return done(Verdict.MODEL, "words not read" if not policy.grammar else "no words")
     if last in _OPEN_CLASSES:
         return done(Verdict.WAIT_LONGEST, f"ends in a {last.value}")
-    if last in (WordClass.INFINITIVE, WordClass.SUBJECT):
+    if last in (WordClass.INFINITIVE, WordClass.SUBJECT, WordClass.COPULA):
         return done(Verdict.WAIT_MORE, f"ends in a {last.value}")
     if question and len(words) >= MIN_QUESTION_WORDS:
         return done(Verdict.END_NOW, "question ends in a content word")
