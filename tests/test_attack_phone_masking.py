@@ -91,12 +91,13 @@ def _through_filter(name: str, level: int, msg: str, *args: object) -> str:
     handler.addFilter(PiiLogFilter())
     logger = logging.getLogger(name)
     logger.addHandler(handler)
-    old, logger.level = logger.level, logging.DEBUG
+    old = logger.level
+    logger.setLevel(logging.DEBUG)  # not ``logger.level = ...``: only setLevel clears the isEnabledFor cache
     try:
         logger.log(level, msg, *args)
     finally:
         logger.removeHandler(handler)
-        logger.level = old
+        logger.setLevel(old)
     return stream.getvalue()
 
 

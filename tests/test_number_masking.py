@@ -172,12 +172,15 @@ def _through_filter(name: str, msg: str, *args: object, **extra: object) -> str:
     handler.addFilter(PiiLogFilter())
     logger = logging.getLogger(name)
     logger.addHandler(handler)
-    old, logger.level = logger.level, logging.DEBUG
+    # setLevel, not ``logger.level = ...``: only setLevel clears the logger's isEnabledFor cache, which an
+    # earlier test's livekit DEBUG call on the same logger (at the root's WARNING) filled with False
+    old = logger.level
+    logger.setLevel(logging.DEBUG)
     try:
         logger.debug(msg, *args, extra={"lk.pii.transcript": "", **extra})
     finally:
         logger.removeHandler(handler)
-        logger.level = old
+        logger.setLevel(old)
     return stream.getvalue()
 
 
