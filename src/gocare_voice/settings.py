@@ -202,6 +202,15 @@ def is_private_network_url(url: str) -> bool:
     return any(address in network for network in _PRIVATE_NETWORKS)
 
 
+
+def _webhook_url_problems(name: str, url: str, *, production: bool) -> list[str]:
+    """A signed webhook's address (the end-of-call one, the alerts'): http(s), no user info, https in production."""
+    if not re.fullmatch(r"https?://[^\s/?#@]+(?:/[^\s#]*)?", url):
+        return [f"{name}: must be an http:// or https:// URL without user info"]
+    if production and not url.lower().startswith("https://"):
+        return [f"{name}: must be an https:// URL when GOCARE_ENV=production"]
+    return []
+
 class Settings(BaseSettings):
     """Every setting of gocare-voice; see docs/configuration.md and .env.example."""
 
@@ -607,10 +616,7 @@ class Settings(BaseSettings):
         url = self.call_webhook_url
         secret = self.call_webhook_secret.get_secret_value() if self.call_webhook_secret else None
         if url is not None:
-            if not re.fullmatch(r"https?://[^\s/?#@]+(?:/[^\s#]*)?", url):
-                problems.append("GOCARE_CALL_WEBHOOK_URL: must be an http:// or https:// URL without user info")
-            elif production and not url.lower().startswith("https://"):
-                problems.append("GOCARE_CALL_WEBHOOK_URL: must be an https:// URL when GOCARE_ENV=production")
+            problems.extend(_webhook_url_problems("GOCARE_CALL_WEBHOOK_URL", url, production=production))
             if secret is None:
                 problems.append("GOCARE_CALL_WEBHOOK_SECRET: required with GOCARE_CALL_WEBHOOK_URL (the webhook is signed)")
         if secret is not None and len(secret.encode()) < (32 if production else 16):
@@ -620,10 +626,7 @@ class Settings(BaseSettings):
             problems.append(f"GOCARE_OPERATOR_TOKEN: at least {32 if production else 16} bytes")
         alert_url = self.call_alert_webhook_url
         if alert_url is not None:
-            if not re.fullmatch(r"https?://[^\s/?#@]+(?:/[^\s#]*)?", alert_url):
-                problems.append("GOCARE_CALL_ALERT_WEBHOOK_URL: must be an http:// or https:// URL without user info")
-            elif production and not alert_url.lower().startswith("https://"):
-                problems.append("GOCARE_CALL_ALERT_WEBHOOK_URL: must be an https:// URL when GOCARE_ENV=production")
+            problems.extend(_webhook_url_problems("GOCARE_CALL_ALERT_WEBHOOK_URL", alert_url, production=production))
             if secret is None:
                 problems.append("GOCARE_CALL_WEBHOOK_SECRET: required with GOCARE_CALL_ALERT_WEBHOOK_URL (alerts are signed)")
         problems.extend(self._analysis_plan_problems())

@@ -21,7 +21,7 @@ from gocare_voice.conversation.prompts import fence_token, fenced
 
 from .model import AnalysisStatus, CallAnalysis, CallRecord, RecordLevel, mask_text, utcnow
 from .plan import AnalysisPlan, InvalidAnswer, alerts, check_answer, response_format
-from .summary import transcript_text
+from .summary import ask_llm, transcript_text
 
 logger = logging.getLogger("gocare.records")
 
@@ -78,28 +78,13 @@ def failed(plan: AnalysisPlan, reason: str, *, attempts: int) -> CallAnalysis:
 
 
 async def _ask(llm: Any, chat_messages: list[tuple[str, str]], plan: AnalysisPlan, *, timeout: float) -> str:
-    from livekit.agents import APIConnectOptions
-    from livekit.agents.llm import ChatContext
-
-    chat = ChatContext()
-    for role, text in chat_messages:
-        chat.add_message(role=role, content=text)  # type: ignore[arg-type]
-    parts: list[str] = []
-    size = 0
     # response_format through extra_kwargs: the way every llm.LLM (openai.LLM, a FallbackAdapter of them)
     # passes a request option through to the chat completions call
-    stream = llm.chat(chat_ctx=chat, conn_options=APIConnectOptions(max_retry=0, timeout=timeout),
-                      extra_kwargs={"response_format": response_format(plan)})
-    async with stream:
-        async for chunk in stream:
-            delta = getattr(chunk, "delta", None)
-            content = getattr(delta, "content", None)
-            if content:
-                parts.append(content)
-                size += len(content)
-                if size > MAX_ANSWER_CHARS:
-                    raise InvalidAnswer("the answer is too long")
-    return "".join(parts)
+    text, complete = await ask_llm(llm, chat_messages, timeout=timeout, max_chars=MAX_ANSWER_CHARS,
+                                   extra_kwargs={"response_format": response_format(plan)})
+    if not complete:
+        raise InvalidAnswer("the answer is too long")
+    return text
 
 
 async def analyse(llm: Any, record: CallRecord, plan: AnalysisPlan, *, timeout: float) -> CallAnalysis:

@@ -67,23 +67,36 @@ def memory_text(summaries: Sequence[tuple[datetime, str]]) -> str | None:
     return "\n".join(lines)
 
 
-async def summarize(llm: Any, record: CallRecord, *, timeout: float) -> str | None:
-    """Ask ``llm`` (a livekit-agents ``llm.LLM``) for the summary; None when it fails or says nothing."""
-    from livekit.agents import APIConnectOptions
+async def ask_llm(llm: Any, chat_messages: Sequence[tuple[str, str]], *, timeout: float, max_chars: int,
+                  extra_kwargs: dict[str, Any] | None = None) -> tuple[str, bool]:
+    """One end-of-call request to ``llm`` (a livekit-agents ``llm.LLM``: the summary's, the analysis's), its
+    streamed text read up to ``max_chars``: the text, and False when it was cut there. No retries of livekit's
+    own (``max_retry=0``): the caller bounds the time."""
+    from livekit.agents import NOT_GIVEN, APIConnectOptions
     from livekit.agents.llm import ChatContext
 
-    system, transcript = summary_request(record)
     chat = ChatContext()
-    chat.add_message(role="system", content=system)
-    chat.add_message(role="user", content=transcript)
+    for role, text in chat_messages:
+        chat.add_message(role=role, content=text)  # type: ignore[arg-type]
     parts: list[str] = []
-    stream = llm.chat(chat_ctx=chat, conn_options=APIConnectOptions(max_retry=0, timeout=timeout))
+    size = 0
+    stream = llm.chat(chat_ctx=chat, conn_options=APIConnectOptions(max_retry=0, timeout=timeout),
+                      extra_kwargs=extra_kwargs if extra_kwargs is not None else NOT_GIVEN)
     async with stream:
         async for chunk in stream:
             delta = getattr(chunk, "delta", None)
             content = getattr(delta, "content", None)
             if content:
                 parts.append(content)
-                if sum(len(p) for p in parts) > 4 * MAX_SUMMARY_CHARS:
-                    break
-    return bounded("".join(parts))
+                size += len(content)
+                if size > max_chars:
+                    return "".join(parts), False
+    return "".join(parts), True
+
+
+async def summarize(llm: Any, record: CallRecord, *, timeout: float) -> str | None:
+    """Ask ``llm`` (a livekit-agents ``llm.LLM``) for the summary; None when it fails or says nothing."""
+    system, transcript = summary_request(record)
+    text, _ = await ask_llm(llm, [("system", system), ("user", transcript)], timeout=timeout,
+                            max_chars=4 * MAX_SUMMARY_CHARS)
+    return bounded(text)
