@@ -301,6 +301,8 @@ async def main() -> int:
     parser.add_argument("--only", choices=("ours", "bare"), default=None)
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE]",
                         help="one more worker of ours with these settings (as bench_rooms.py)")
+    parser.add_argument("--idle-only", action="append", default=[], metavar="LABEL",
+                        help="only the idle PSS of this worker (a --variant's label), no calls: e.g. warm processes")
     args = parser.parse_args()
     levels = [int(n) for n in args.levels.split(",")]
     worker_cpus = {int(c) for c in args.worker_cpus.split(",")}
@@ -336,7 +338,7 @@ async def main() -> int:
         for worker in workers:
             pss, _uss, count = tree_memory(worker.pgid)
             outcomes[worker.label] = Outcome(worker.label, idle_pss=pss, idle_processes=count)
-        rising = list(workers)
+        rising = [w for w in workers if w.label not in args.idle_only]
         for n in levels:
             if not rising:
                 break
@@ -350,6 +352,8 @@ async def main() -> int:
                 if not within:
                     rising.remove(worker)
                 await settle()
+        for label in args.idle_only:
+            outcomes[label].stopped = "idle only (--idle-only)"
         for worker in rising:
             outcomes[worker.label].stopped = f"still within the bound at N={levels[-1]} (the last level)"
     print_report(outcomes, args, worker_cpus)
@@ -376,7 +380,7 @@ def print_report(outcomes: dict[str, Outcome], args: argparse.Namespace, worker_
     print(f"\n`python bench/bench_capacity.py --levels {args.levels} --questions {args.questions} --baseline-rounds "
           f"{args.baseline_rounds} --stagger {args.stagger} --bound {args.bound} --worker-cpus {args.worker_cpus} "
           f"--caller-cpus {args.caller_cpus} --idle-processes {args.idle_processes}"
-          f"{''.join(f' --variant {v}' for v in args.variant)}` on {platform.node()}, {os.cpu_count()} CPUs, "
+          f"{''.join(f' --variant {v}' for v in args.variant)}{''.join(f' --idle-only {v}' for v in args.idle_only)}` on {platform.node()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, load before {os.getloadavg()[0]:.2f}\n")
     print("| worker | N | failed | turns | turn p50 / p95 s | bound s | question p50 s | CPU-s per call-min | "
           "CPU-s main / job / forkserver / inference / other | PSS MB | PSS per call MB | worker core busy | "
@@ -392,12 +396,15 @@ def print_report(outcomes: dict[str, Outcome], args: argparse.Namespace, worker_
     print()
     cores = len(worker_cpus)
     for outcome in outcomes.values():
+        if not outcome.levels:
+            continue
         flag = " (a lower bound: the callers' core saturated)" if outcome.lower_bound else ""
         print(f"{outcome.label}: {outcome.capacity / cores:g} calls per worker core{flag}; stopped: {outcome.stopped}")
     ours, bare = outcomes.get("ours"), outcomes.get("bare")
     if ours and bare:
         print(f"capacity: ours {ours.capacity / cores:g} calls per worker core, bare {bare.capacity / cores:g}")
-    per_call = {o.label: slope([(lv.n, lv.pss) for lv in o.levels if not lv.failed]) for o in outcomes.values()}
+    per_call = {o.label: slope([(lv.n, lv.pss) for lv in o.levels if not lv.failed]) for o in outcomes.values()
+                if o.levels}
     print("PSS per added call (slope of the tree's PSS over N, every call live): "
           + ", ".join(f"{label} **{mb:.0f} MB**" for label, mb in per_call.items()))
     print("idle worker PSS (with its warm processes): "
