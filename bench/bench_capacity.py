@@ -146,6 +146,24 @@ def cpu_by_kind(pgid: int, inference: set[int]) -> dict[str, float]:
     return totals
 
 
+def pss_by_kind(pgid: int) -> dict[str, float]:
+    """PSS (MiB) of the worker's tree by process kind, as ``cpu_by_kind`` tells them apart (the idle worker's
+    breakdown: the main process, the forkserver, each warm job process)."""
+    members = _members(pgid)
+    forkservers = {pid for pid, fields, command in members
+                   if "multiprocessing.forkserver" in command and int(fields[1]) == pgid}
+    totals: dict[str, float] = {}
+    for pid, fields, _command in members:
+        kind = ("main" if pid == pgid else "forkserver" if pid in forkservers
+                else "job" if int(fields[1]) in forkservers else "other")
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{pid}/smaps_rollup") as rollup:
+                kb = next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
+            totals[kind] = totals.get(kind, 0.0) + kb / 1024
+            totals[f"{kind} processes"] = totals.get(f"{kind} processes", 0) + 1
+    return totals
+
+
 def pin_group(pgid: int, cpus: set[int]) -> int:
     """Pin every thread of every process of group ``pgid`` to ``cpus``; returns the threads pinned. Processes and
     threads started later inherit it from their parent (the forkserver, the main process)."""
@@ -260,6 +278,7 @@ class Outcome:
     baseline_p95: float | None = None
     idle_pss: float = 0.0
     idle_processes: int = 0
+    idle_by_kind: dict[str, float] = field(default_factory=dict)
     levels: list[Level] = field(default_factory=list)
 
 
@@ -337,7 +356,8 @@ async def main() -> int:
         await settle()
         for worker in workers:
             pss, _uss, count = tree_memory(worker.pgid)
-            outcomes[worker.label] = Outcome(worker.label, idle_pss=pss, idle_processes=count)
+            outcomes[worker.label] = Outcome(worker.label, idle_pss=pss, idle_processes=count,
+                                             idle_by_kind=pss_by_kind(worker.pgid))
         rising = [w for w in workers if w.label not in args.idle_only]
         for n in levels:
             if not rising:
@@ -409,6 +429,10 @@ def print_report(outcomes: dict[str, Outcome], args: argparse.Namespace, worker_
           + ", ".join(f"{label} **{mb:.0f} MB**" for label, mb in per_call.items()))
     print("idle worker PSS (with its warm processes): "
           + ", ".join(f"{o.label} **{o.idle_pss:.0f} MB** ({o.idle_processes} processes)" for o in outcomes.values()))
+    for o in outcomes.values():
+        kinds = [k for k in ("main", "forkserver", "job", "other") if k in o.idle_by_kind]
+        print(f"  {o.label} idle, PSS by kind: " + ", ".join(
+            f"{k} {o.idle_by_kind[k]:.0f} MB ({o.idle_by_kind[k + ' processes']:.0f})" for k in kinds))
 
 
 async def _main_cancellable() -> int:
