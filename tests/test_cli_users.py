@@ -172,3 +172,16 @@ def test_import_update_delimiter_hint_and_empty_names(tmp_path: Path, db_url: st
     nameless.write_text("user_id,name,phone\nu9,,9876543213\n")
     empty = gocare("import", str(nameless))
     assert empty.exit_code == 1 and "line 2: name is empty" in empty.output
+
+
+def test_migrate_creates_the_table_once_and_hides_the_password(tmp_path: Path, db_url: str) -> None:
+    """The chart's migration Job and compose's one-shot run it before the workers start."""
+    first = gocare("migrate")
+    assert first.exit_code == 0, first.output
+    assert first.output.strip() == f"user directory ready at {db_url} (0 user(s))"
+    assert gocare("add", "user-john", "John Doe", "98765 43210").exit_code == 0
+    again = gocare("migrate")
+    assert again.exit_code == 0 and again.output.strip().endswith("(1 user(s))")
+    refused = gocare("migrate", "--database-url", "postgresql+psycopg://gocare:hunter2@127.0.0.1:1/gocare")
+    assert refused.exit_code == 1
+    assert "hunter2" not in refused.output and "cannot open the user directory" in refused.output

@@ -117,6 +117,18 @@ def import_csv(
         raise typer.Exit(1)
 
 
+@users_app.command("migrate")
+def migrate(
+    ctx: typer.Context,
+    database_url: Optional[str] = typer.Option(None, "--database-url", help=_DB_HELP),
+) -> None:
+    """Create the directory's table when it is missing (the workers do it too, at their first call); run
+    once before many workers start on one PostgreSQL, whose concurrent CREATE TABLEs could collide."""
+    with _directory(ctx, database_url) as directory:
+        users = directory.count()
+    typer.echo(f"user directory ready at {directory.url_for_display} ({users} user(s))")
+
+
 @users_app.command("list")
 def list_users(
     ctx: typer.Context,
