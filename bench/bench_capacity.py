@@ -371,7 +371,7 @@ async def main() -> int:
                 print(json.dumps(row_json(level)), flush=True)
                 if not within:
                     rising.remove(worker)
-                await settle()
+                await settle(limit=20.0)  # the last level's jobs gone; not longer: the run must fit its slot
         for label in args.idle_only:
             outcomes[label].stopped = "idle only (--idle-only)"
         for worker in rising:
@@ -391,7 +391,7 @@ def row_json(level: Level) -> dict[str, Any]:
             "turn_p50": pct(level.turns, 0.5), "turn_p95": pct(level.turns, 0.95), "bound": level.bound,
             "question_p50": pct(level.question_turns, 0.5), "turns": len(level.turns),
             "cpu_per_call_minute": level.cpu_per_call_minute, "cpu": level.cpu, "cpu_total": level.cpu_total,
-            "call_minutes": level.call_minutes, "wall": level.wall, "pss": level.pss, "idle_pss": level.idle_pss,
+            "call_minutes": level.call_minutes, "cpu_per_call": level.cpu_total / level.n, "wall": level.wall, "pss": level.pss, "idle_pss": level.idle_pss,
             "pss_per_call": level.pss_per_call, "processes": level.processes, "worker_busy": level.worker_busy,
             "callers_busy": level.callers_busy, "verdict": level.verdict}
 
@@ -402,16 +402,16 @@ def print_report(outcomes: dict[str, Outcome], args: argparse.Namespace, worker_
           f"--caller-cpus {args.caller_cpus} --idle-processes {args.idle_processes}"
           f"{''.join(f' --variant {v}' for v in args.variant)}{''.join(f' --idle-only {v}' for v in args.idle_only)}` on {platform.node()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, load before {os.getloadavg()[0]:.2f}\n")
-    print("| worker | N | failed | turns | turn p50 / p95 s | bound s | question p50 s | CPU-s per call-min | "
+    print("| worker | N | failed | turns | turn p50 / p95 s | bound s | question p50 s | CPU-s per call | CPU-s per call-min | "
           "CPU-s main / job / forkserver / inference / other | PSS MB | PSS per call MB | worker core busy | "
           "callers' core busy | |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for outcome in outcomes.values():
         for lv in outcome.levels:
             kinds = " / ".join(f"{lv.cpu[k]:.1f}" for k in KINDS)
             print(f"| {lv.worker} | {lv.n} | {lv.failed} | {len(lv.turns)} | {pct(lv.turns, 0.5):.2f} / "
                   f"{pct(lv.turns, 0.95):.2f} | {lv.bound or float('nan'):.2f} | {pct(lv.question_turns, 0.5):.2f} | "
-                  f"{lv.cpu_per_call_minute:.2f} | {kinds} | {lv.pss:.0f} | {lv.pss_per_call:.0f} | "
+                  f"{lv.cpu_total / lv.n:.1f} | {lv.cpu_per_call_minute:.2f} | {kinds} | {lv.pss:.0f} | {lv.pss_per_call:.0f} | "
                   f"{lv.worker_busy:.0%} | {lv.callers_busy:.0%} | {lv.verdict} |")
     print()
     cores = len(worker_cpus)
