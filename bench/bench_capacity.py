@@ -181,6 +181,7 @@ def pin_group(pgid: int, cpus: set[int]) -> int:
 class Level:
     worker: str
     n: int
+    calls: int  # n x rounds
     failed: int
     errors: list[str]
     turns: list[float]
@@ -193,6 +194,7 @@ class Level:
     processes: int
     worker_busy: float
     callers_busy: float
+    tree_cores: float
     bound: float | None = None
     verdict: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -223,19 +225,23 @@ async def run_level(worker: Worker, n: int, *, rounds: int, questions: int, stag
     peak_pss, procs = 0.0, 0
     busy_worker: list[float] = []
     busy_callers: list[float] = []
+    tree_cores: list[float] = []  # the worker tree's own CPU while the calls ran, in cores
     loop = asyncio.get_running_loop()
     spawn = multiprocessing.get_context("spawn")
     with spawn.Manager() as manager, ProcessPoolExecutor(max_workers=n, mp_context=spawn) as pool:
         await asyncio.gather(*(loop.run_in_executor(pool, warm_process, 1.0) for _ in range(n)))
         for round_ in range(rounds):
             hold, arrived = manager.Event(), manager.Queue()
-            ticks = core_ticks()
+            ticks, tree_before, window_start = core_ticks(), sum(cpu_by_kind(worker.pgid, inference).values()), \
+                time.monotonic()
             prefix = f"c{int(time.time())}-{worker.label}-{n}-{round_}"
             calls = [loop.run_in_executor(pool, staggered_call, stagger * i / n, worker.service_url,
                                           f"{prefix}-{i}", arrived, hold, questions) for i in range(n)]
             for _ in range(n):
                 await asyncio.to_thread(arrived.get)
             after = core_ticks()
+            tree_cores.append((sum(cpu_by_kind(worker.pgid, inference).values()) - tree_before)
+                              / (time.monotonic() - window_start))
             busy_worker.append(busy_share(ticks, after, worker_cpus))
             busy_callers.append(busy_share(ticks, after, caller_cpus))
             await asyncio.sleep(1.0)
@@ -248,12 +254,12 @@ async def run_level(worker: Worker, n: int, *, rounds: int, questions: int, stag
     cpu_after = cpu_by_kind(worker.pgid, inference)
     failures = [r.error or "failed" for r in results if not r.ok]
     return Level(
-        worker=worker.label, n=n, failed=len(failures), errors=failures[:3],
+        worker=worker.label, n=n, calls=len(results), failed=len(failures), errors=failures[:3],
         turns=[t for r in results for t in r.turns], question_turns=[t for r in results for t in r.turns[1:]],
         call_minutes=sum(r.seconds or 0.0 for r in results) / 60,
         cpu={k: max(0.0, cpu_after[k] - cpu_before[k]) for k in KINDS}, wall=time.monotonic() - started,
         pss=peak_pss, idle_pss=idle_pss, processes=procs,
-        worker_busy=max(busy_worker), callers_busy=max(busy_callers),
+        worker_busy=max(busy_worker), callers_busy=max(busy_callers), tree_cores=max(tree_cores),
     )
 
 
@@ -391,9 +397,9 @@ def row_json(level: Level) -> dict[str, Any]:
             "turn_p50": pct(level.turns, 0.5), "turn_p95": pct(level.turns, 0.95), "bound": level.bound,
             "question_p50": pct(level.question_turns, 0.5), "turns": len(level.turns),
             "cpu_per_call_minute": level.cpu_per_call_minute, "cpu": level.cpu, "cpu_total": level.cpu_total,
-            "call_minutes": level.call_minutes, "cpu_per_call": level.cpu_total / level.n, "wall": level.wall, "pss": level.pss, "idle_pss": level.idle_pss,
+            "call_minutes": level.call_minutes, "cpu_per_call": level.cpu_total / level.calls, "wall": level.wall, "pss": level.pss, "idle_pss": level.idle_pss,
             "pss_per_call": level.pss_per_call, "processes": level.processes, "worker_busy": level.worker_busy,
-            "callers_busy": level.callers_busy, "verdict": level.verdict}
+            "callers_busy": level.callers_busy, "tree_cores": level.tree_cores, "verdict": level.verdict}
 
 
 def print_report(outcomes: dict[str, Outcome], args: argparse.Namespace, worker_cpus: set[int]) -> None:
@@ -401,18 +407,18 @@ def print_report(outcomes: dict[str, Outcome], args: argparse.Namespace, worker_
           f"{args.baseline_rounds} --stagger {args.stagger} --bound {args.bound} --worker-cpus {args.worker_cpus} "
           f"--caller-cpus {args.caller_cpus} --idle-processes {args.idle_processes}"
           f"{''.join(f' --variant {v}' for v in args.variant)}{''.join(f' --idle-only {v}' for v in args.idle_only)}` on {platform.node()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}, load before {os.getloadavg()[0]:.2f}\n")
+          f"Python {platform.python_version()}, 1-minute load at the end (this run's own) {os.getloadavg()[0]:.2f}\n")
     print("| worker | N | failed | turns | turn p50 / p95 s | bound s | question p50 s | CPU-s per call | CPU-s per call-min | "
           "CPU-s main / job / forkserver / inference / other | PSS MB | PSS per call MB | worker core busy | "
-          "callers' core busy | |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+          "worker tree cores | callers' core busy | |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for outcome in outcomes.values():
         for lv in outcome.levels:
             kinds = " / ".join(f"{lv.cpu[k]:.1f}" for k in KINDS)
             print(f"| {lv.worker} | {lv.n} | {lv.failed} | {len(lv.turns)} | {pct(lv.turns, 0.5):.2f} / "
                   f"{pct(lv.turns, 0.95):.2f} | {lv.bound or float('nan'):.2f} | {pct(lv.question_turns, 0.5):.2f} | "
-                  f"{lv.cpu_total / lv.n:.1f} | {lv.cpu_per_call_minute:.2f} | {kinds} | {lv.pss:.0f} | {lv.pss_per_call:.0f} | "
-                  f"{lv.worker_busy:.0%} | {lv.callers_busy:.0%} | {lv.verdict} |")
+                  f"{lv.cpu_total / lv.calls:.1f} | {lv.cpu_per_call_minute:.2f} | {kinds} | {lv.pss:.0f} | {lv.pss_per_call:.0f} | "
+                  f"{lv.worker_busy:.0%} | {lv.tree_cores:.2f} | {lv.callers_busy:.0%} | {lv.verdict} |")
     print()
     cores = len(worker_cpus)
     for outcome in outcomes.values():
