@@ -91,6 +91,8 @@ class CallResult:
     turn_times: list[TurnTimes] = field(default_factory=list)
     token_seconds: float | None = None
     error: str | None = None
+    seconds: float | None = None
+    """From ``connect()`` to hanging up: the call's minutes, for CPU per call-minute (bench_capacity.py)."""
 
 
 def tree_memory(pgid: int) -> tuple[float, float, int]:
@@ -144,12 +146,12 @@ async def settle(*, below: float = 0.35, limit: float = 45.0) -> float:
     return time.monotonic() - started
 
 
-def call_in_process(service_url: str, room: str, arrived: Any, hold: Any) -> CallResult:
+def call_in_process(service_url: str, room: str, arrived: Any, hold: Any, questions: int = 1) -> CallResult:
     """One app user in a process of its own (a spawned pool process): N clients decoding audio in one Python
     process, beside the scripted providers' threads, starved each other of the GIL at N=5 (the users' audio
     reached the agents seconds late, for ours and the bare agent alike). ``arrived``: a queue told when the
     turns are done; ``hold``: an event the call waits for before hanging up (the memory sample)."""
-    return asyncio.run(one_call(service_url, room, hold=hold, arrived=arrived))
+    return asyncio.run(one_call(service_url, room, hold=hold, arrived=arrived, questions=questions))
 
 
 def warm_process(seconds: float) -> int:
@@ -160,13 +162,15 @@ def warm_process(seconds: float) -> int:
     return os.getpid()
 
 
-async def one_call(service_url: str, room: str, *, hold: Any, arrived: Any) -> CallResult:
+async def one_call(service_url: str, room: str, *, hold: Any, arrived: Any, questions: int = 1) -> CallResult:
     """One scripted call; ``arrived.put(room)`` when its turns are done (or it failed); it then stays in the
-    room until ``hold`` is set, so the worker's memory is sampled with every call live."""
+    room until ``hold`` is set, so the worker's memory is sampled with every call live. ``questions``: how many
+    times the user asks the question after the number turn (bench_capacity.py asks several: longer calls)."""
     from harness.app_client import AppClient, fetch_token
 
     result = CallResult(ok=False)
     app = None
+    connect_at = time.monotonic()
     try:
         started = time.monotonic()
         joined = await fetch_token(service_url, body={"room_name": room, "participant_identity": "user-42",
@@ -180,7 +184,7 @@ async def one_call(service_url: str, room: str, *, hold: Any, arrived: Any) -> C
         await app.wait_agent_says(r"^Welcome John", timeout=60)
         await asyncio.sleep(1.0)  # the greeting's audio plays out
         wall_offset = time.time() - time.monotonic()
-        for kind, spoken in (("number", SPOKEN_NUMBER), ("question", QUESTION)):
+        for kind, spoken in (("number", SPOKEN_NUMBER), *[("question", QUESTION)] * questions):
             await app.say(spoken)
             ended = time.monotonic()
             answered = await app.wait_agent_speech(since=ended, seconds=0.05, timeout=60)
@@ -198,6 +202,7 @@ async def one_call(service_url: str, room: str, *, hold: Any, arrived: Any) -> C
     finally:
         if app is not None:
             await app.leave()
+            result.seconds = time.monotonic() - connect_at
     return result
 
 
@@ -321,6 +326,100 @@ async def run_level(n: int, *, label: str, service_url: str, worker_pgid: int, p
     }
 
 
+@dataclass
+class Worker:
+    """One worker under test: its label, its token service's URL, its process group, where its turn records go."""
+
+    label: str
+    service_url: str
+    pgid: int
+    turn_log: Path
+    log: Path | None = None
+
+
+@dataclass
+class Stack:
+    server: Any
+    providers: Any
+    ours: Worker
+    variants: list[Worker]
+    bare: Worker
+
+
+def start_stack(cleanup: contextlib.ExitStack, *, binary: str, network: Any, logs: Path, llm_latency: float,
+                tts_latency: float, idle_processes: str, variant_specs: list[str]) -> Stack:
+    """livekit-server, the scripted providers, our worker, one worker per ``LABEL:KEY=VALUE,...`` spec and the bare
+    agent, each with a token service of its own; everything stopped by ``cleanup``. Shared by bench_capacity.py."""
+    import subprocess
+
+    from conftest import USERS, Providers, _clean_env, start_token_service, start_worker
+    from harness.livekit_server import start_server
+    from harness.processes import ManagedProcess, free_port
+    from scripted.deepgram_server import ScriptedDeepgramServer
+    from scripted.openai_server import Reply, ScriptedOpenAIServer
+    from scripted.speech_server import ScriptedSpeechServer
+    from scripted.openai_server import Rule, ToolCall
+
+    server = start_server(binary, log_dir=logs, network=network)
+    cleanup.callback(server.stop)
+    llm = ScriptedOpenAIServer(default_reply=Reply(text="Your next appointment is on Monday at nine.",
+                                                   delay=llm_latency)).start()
+    cleanup.callback(llm.stop)
+    llm.script(
+        Rule(user=WRITTEN_NUMBER, system="security check", reply=Reply(
+            tool_calls=[ToolCall("verify_mobile_number", {"mobile_number": WRITTEN_NUMBER})],
+            delay=llm_latency)),
+        Rule(system="has just been verified", reply=Reply(text="Thank you, John, you're verified. How can I help?",
+                                                          delay=llm_latency)),
+    )
+    speech = ScriptedSpeechServer(api_key="tts-room-tests", delay=tts_latency).start()
+    cleanup.callback(speech.stop)
+    deepgram = ScriptedDeepgramServer(api_key="dg-room-tests", live_transcriber=transcribe_by_length).start()
+    cleanup.callback(deepgram.stop)
+    providers = Providers(llm=llm, speech=speech, deepgram=deepgram)
+    db = f"sqlite:///{logs / 'users.db'}"
+    user_id, name, _spoken, written = USERS["john"]
+    subprocess.run([sys.executable, "-m", "gocare_voice", "users", "add", user_id, name, written,
+                    "--database-url", db], check=True, capture_output=True, env=_clean_env({}))
+    # a call the bench hung up on ends 2 s later (not the default 15 s): the next round gets the pool back
+    extra = {"GOCARE_WORKER_IDLE_PROCESSES": idle_processes, "LOG_LEVEL": "INFO",
+             "GOCARE_RECONNECT_GRACE": "2"}
+    ours = start_worker(name="worker", livekit=server, providers=providers, users_db=db, logs=logs, extra=extra)
+    cleanup.callback(ours.process.stop)
+    ours_service = start_token_service(name="token-service", livekit=server, logs=logs, providers=providers,
+                                       extra={"GOCARE_RATE_LIMIT": "off"})
+    cleanup.callback(ours_service.process.stop)
+    variants: list[tuple[str, str, int, Path, Path]] = []
+    for spec in variant_specs:
+        label, _, pairs = spec.partition(":")
+        env = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
+        agent = f"multi-assistant-{label}"
+        variant = start_worker(name=f"worker-{label}", livekit=server, providers=providers, users_db=db,
+                               logs=logs, extra={**extra, **env, "GOCARE_AGENT_NAME": agent})
+        cleanup.callback(variant.process.stop)
+        variant_service = start_token_service(name=f"token-service-{label}", livekit=server, logs=logs,
+                                              providers=providers,
+                                              extra={"GOCARE_AGENT_NAME": agent, "GOCARE_RATE_LIMIT": "off"})
+        cleanup.callback(variant_service.process.stop)
+        variants.append((label, variant_service.url, variant.process.pid, logs / f"worker-{label}.log",
+                         logs / f"worker-{label}.log"))
+    bare_env = _clean_env({"LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
+                           "LIVEKIT_API_SECRET": server.api_secret, **providers.env(), **extra,
+                           "GOCARE_WORKER_LOAD_THRESHOLD": "inf", "BARE_AGENT_PORT": str(free_port()),
+                           "BENCH_TURN_LOG": str(logs / "bare-turns.jsonl")})
+    bare = ManagedProcess("bare-agent", [sys.executable, str(ROOT / "bench" / "bare_agent.py"), "start"],
+                          log_path=logs / "bare-agent.log", env=bare_env, cwd=logs)
+    cleanup.callback(bare.stop)
+    bare.wait_for_log(r"registered worker", timeout=120)
+    bare_service = start_token_service(name="token-service-bare", livekit=server, logs=logs, providers=providers,
+                                       extra={"GOCARE_AGENT_NAME": "bare-assistant", "GOCARE_RATE_LIMIT": "off"})
+    cleanup.callback(bare_service.process.stop)
+    return Stack(server=server, providers=providers,
+                 ours=Worker("ours", ours_service.url, ours.process.pid, logs / "worker.log", logs / "worker.log"),
+                 variants=[Worker(*v) for v in variants],
+                 bare=Worker("bare", bare_service.url, bare.pid, logs / "bare-turns.jsonl", logs / "bare-agent.log"))
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", default="1,5,10,25,40")
@@ -340,7 +439,7 @@ async def main() -> int:
     args = parser.parse_args()
     levels = [int(n) for n in args.sessions.split(",")]
 
-    from harness.livekit_server import locate_server, start_server
+    from harness.livekit_server import locate_server
     from harness.netns import enter_private_network
 
     network = enter_private_network() if os.environ.get("GOCARE_TEST_HOST_NETWORK") != "1" else None
@@ -348,78 +447,21 @@ async def main() -> int:
     if binary is None:
         print(reason, file=sys.stderr)
         return 2
-    import subprocess
-
-    from conftest import USERS, Providers, _clean_env, start_token_service, start_worker
-    from harness.processes import ManagedProcess, free_port
-    from scripted.deepgram_server import ScriptedDeepgramServer
-    from scripted.openai_server import Reply, ScriptedOpenAIServer
-    from scripted.speech_server import ScriptedSpeechServer
-    from scripted.openai_server import Rule, ToolCall
-
     logs = Path(tempfile.mkdtemp(prefix="bench-rooms-"))
     rows: list[dict[str, object]] = []
     with contextlib.ExitStack() as cleanup:  # every process and server stopped, however the run ends
-        server = start_server(binary, log_dir=logs, network=network)
-        cleanup.callback(server.stop)
-        llm = ScriptedOpenAIServer(default_reply=Reply(text="Your next appointment is on Monday at nine.",
-                                                       delay=args.llm_latency)).start()
-        cleanup.callback(llm.stop)
-        llm.script(
-            Rule(user=WRITTEN_NUMBER, system="security check", reply=Reply(
-                tool_calls=[ToolCall("verify_mobile_number", {"mobile_number": WRITTEN_NUMBER})],
-                delay=args.llm_latency)),
-            Rule(system="has just been verified", reply=Reply(text="Thank you, John, you're verified. How can I help?",
-                                                              delay=args.llm_latency)),
-        )
-        speech = ScriptedSpeechServer(api_key="tts-room-tests", delay=args.tts_latency).start()
-        cleanup.callback(speech.stop)
-        deepgram = ScriptedDeepgramServer(api_key="dg-room-tests", live_transcriber=transcribe_by_length).start()
-        cleanup.callback(deepgram.stop)
-        providers = Providers(llm=llm, speech=speech, deepgram=deepgram)
-        db = f"sqlite:///{logs / 'users.db'}"
-        user_id, name, _spoken, written = USERS["john"]
-        subprocess.run([sys.executable, "-m", "gocare_voice", "users", "add", user_id, name, written,
-                        "--database-url", db], check=True, capture_output=True, env=_clean_env({}))
-        # a call the bench hung up on ends 2 s later (not the default 15 s): the next round gets the pool back
-        extra = {"GOCARE_WORKER_IDLE_PROCESSES": args.idle_processes, "LOG_LEVEL": "INFO",
-                 "GOCARE_RECONNECT_GRACE": "2"}
-        ours = start_worker(name="worker", livekit=server, providers=providers, users_db=db, logs=logs, extra=extra)
-        cleanup.callback(ours.process.stop)
-        ours_service = start_token_service(name="token-service", livekit=server, logs=logs, providers=providers,
-                                           extra={"GOCARE_RATE_LIMIT": "off"})
-        cleanup.callback(ours_service.process.stop)
-        variants: list[tuple[str, str, int, Path]] = []
         # --records-ab is one variant: the same worker with no call records (ours keeps the development
         # default, transcript)
         specs = ["ours-norecords:GOCARE_CALL_RECORDS=off"] if args.records_ab else []
-        for spec in specs + args.variant:
-            label, _, pairs = spec.partition(":")
-            env = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
-            agent = f"multi-assistant-{label}"
-            variant = start_worker(name=f"worker-{label}", livekit=server, providers=providers, users_db=db,
-                                   logs=logs, extra={**extra, **env, "GOCARE_AGENT_NAME": agent})
-            cleanup.callback(variant.process.stop)
-            variant_service = start_token_service(name=f"token-service-{label}", livekit=server, logs=logs,
-                                                  providers=providers,
-                                                  extra={"GOCARE_AGENT_NAME": agent, "GOCARE_RATE_LIMIT": "off"})
-            cleanup.callback(variant_service.process.stop)
-            variants.append((label, variant_service.url, variant.process.pid, logs / f"worker-{label}.log"))
-        bare_env = _clean_env({"LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
-                               "LIVEKIT_API_SECRET": server.api_secret, **providers.env(), **extra,
-                               "GOCARE_WORKER_LOAD_THRESHOLD": "inf", "BARE_AGENT_PORT": str(free_port()),
-                               "BENCH_TURN_LOG": str(logs / "bare-turns.jsonl")})
-        bare = ManagedProcess("bare-agent", [sys.executable, str(ROOT / "bench" / "bare_agent.py"), "start"],
-                              log_path=logs / "bare-agent.log", env=bare_env, cwd=logs)
-        cleanup.callback(bare.stop)
-        bare.wait_for_log(r"registered worker", timeout=120)
-        bare_service = start_token_service(name="token-service-bare", livekit=server, logs=logs, providers=providers,
-                                           extra={"GOCARE_AGENT_NAME": "bare-assistant", "GOCARE_RATE_LIMIT": "off"})
-        cleanup.callback(bare_service.process.stop)
+        stack = start_stack(cleanup, binary=binary, network=network, logs=logs, llm_latency=args.llm_latency,
+                            tts_latency=args.tts_latency, idle_processes=args.idle_processes,
+                            variant_specs=specs + args.variant)
+        providers = stack.providers
+        variants = [(v.label, v.service_url, v.pgid, v.turn_log) for v in stack.variants]
         await asyncio.sleep(5)  # warm processes ready
         for n in levels:
-            order = [("ours", ours_service.url, ours.process.pid, logs / "worker.log"),
-                     ("bare", bare_service.url, bare.pid, logs / "bare-turns.jsonl")]
+            order = [("ours", stack.ours.service_url, stack.ours.pgid, stack.ours.turn_log),
+                     ("bare", stack.bare.service_url, stack.bare.pgid, stack.bare.turn_log)]
             order[1:1] = variants
             if n % 2:  # alternate who goes first, so neither always gets the fresher machine
                 order.reverse()

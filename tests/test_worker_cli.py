@@ -208,6 +208,21 @@ def test_build_server_registers_our_agent_name_and_retries() -> None:
     assert clone.settings.agent_name == "gocare-test"
 
 
+def test_calls_run_in_job_processes_unless_the_thread_executor_is_chosen() -> None:
+    from livekit.agents import JobExecutorType
+
+    from gocare_voice.worker.server import build_server
+
+    assert build_server(Settings())._job_executor_type == JobExecutorType.PROCESS
+    assert build_server(Settings(worker_job_executor="thread"))._job_executor_type == JobExecutorType.THREAD
+
+
+def test_an_unknown_job_executor_stops_the_worker_with_one_line(tmp_path: Path) -> None:
+    proc = gocare("worker", "start", cwd=tmp_path, env={**KEYS, "GOCARE_WORKER_JOB_EXECUTOR": "fiber"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: GOCARE_WORKER_JOB_EXECUTOR: Input should be 'process' or 'thread'"]
+
+
 @pytest.mark.parametrize("threshold", [1.0, 5.0, float("inf")])
 def test_a_worker_that_never_refuses_reports_a_load_below_full(threshold: float) -> None:
     """livekit-server skips a worker reporting load 1.0 whatever its threshold (a busy machine with

@@ -46,6 +46,15 @@ class AuthMode(str, Enum):
     jwt = "jwt"
 
 
+class JobExecutor(str, Enum):
+    """Where a worker runs its calls: ``process``, one job process per call (livekit-agents' default on Linux;
+    a crash or a memory blow-up ends one call), or ``thread``, every call a thread of the worker process (less
+    memory per call, but a crash of one call's native code ends them all: docs/operations.md)."""
+
+    process = "process"
+    thread = "thread"
+
+
 class InterruptionDetection(str, Enum):
     vad = "vad"
     adaptive = "adaptive"
@@ -261,6 +270,8 @@ class Settings(BaseSettings):
     production); ``inf`` never refuses a job (what ``worker dev`` does)."""
     worker_drain_timeout: int | None = Field(None, ge=1, validation_alias="GOCARE_WORKER_DRAIN_TIMEOUT")
     """Seconds a stopping worker (SIGTERM) waits for its calls to end; unset = livekit-agents' 3600."""
+    worker_job_executor: JobExecutor = Field(JobExecutor.process, validation_alias="GOCARE_WORKER_JOB_EXECUTOR")
+    """``process`` (one job process per call) or ``thread`` (calls as threads of the worker process)."""
     worker_job_memory_limit_mb: float = Field(0, ge=0, validation_alias="GOCARE_WORKER_JOB_MEMORY_LIMIT_MB")
     """A job process above this resident memory (MB) is killed (and its call re-dispatched); 0 = no limit."""
     reconnect_grace: float = Field(15.0, ge=0, le=600, validation_alias="GOCARE_RECONNECT_GRACE")

@@ -80,6 +80,12 @@ def build_server(
     if settings.worker_load_threshold is not None:
         options["load_threshold"] = settings.worker_load_threshold
     options["load_fnc"] = reported_load_below_full
+    if settings.worker_job_executor.value == "thread":
+        from livekit.agents import JobExecutorType
+
+        # every call a thread of this process: no job process per call (bench/bench_capacity.py measured what it
+        # saves), but no isolation either (docs/operations.md, "Job executor")
+        options["job_executor_type"] = JobExecutorType.THREAD
     if settings.worker_job_memory_limit_mb:
         options["job_memory_limit_mb"] = settings.worker_job_memory_limit_mb
     if settings.worker_drain_timeout is not None:
