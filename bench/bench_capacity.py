@@ -45,7 +45,6 @@ import json
 import multiprocessing
 import os
 import platform
-import signal
 import sys
 import tempfile
 import time
@@ -56,7 +55,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_rooms import (ROOT, CallResult, Worker, call_in_process, pct, settle, start_stack,
+from bench_rooms import (ROOT, CallResult, Worker, call_in_process, pct, run_until_stopped, settle, start_stack,
                          tree_memory, warm_process)
 
 SATURATED = 0.95
@@ -441,15 +440,5 @@ def print_report(outcomes: dict[str, Outcome], args: argparse.Namespace, worker_
             f"{k} {o.idle_by_kind[k]:.0f} MB ({o.idle_by_kind[k + ' processes']:.0f})" for k in kinds))
 
 
-async def _main_cancellable() -> int:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # stop = clean up, like Ctrl+C
-    return await main()
-
-
 if __name__ == "__main__":
-    try:
-        sys.exit(asyncio.run(_main_cancellable()))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        sys.exit(130)
+    run_until_stopped(main)

@@ -40,6 +40,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -523,15 +524,21 @@ def print_stages(rows: list[dict[str, object]]) -> None:
                 print(f"| {stage} | " + " | ".join(cells) + " |")
 
 
-async def _main_cancellable() -> int:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # stop = clean up, like Ctrl+C
-    return await main()
+def run_until_stopped(main: Callable[[], Awaitable[int]]) -> None:
+    """Run a bench's ``main`` and exit with its code; SIGTERM stops it as Ctrl+C does (cleaning up what it
+    started), exit 130."""
+
+    async def cancellable() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await main()
+
+    try:
+        sys.exit(asyncio.run(cancellable()))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit(130)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(asyncio.run(_main_cancellable()))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        sys.exit(130)
+    run_until_stopped(main)
