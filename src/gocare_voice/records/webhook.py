@@ -117,7 +117,10 @@ class WebhookSender:
         return cls(url=url, secret=settings.call_webhook_secret.get_secret_value(),
                    retries=settings.call_webhook_retries, timeout=settings.call_webhook_timeout)
 
-    async def deliver(self, body: bytes, *, call_id: str, what: str = "call webhook") -> Delivery:
+    async def deliver(self, body: bytes, *, call_id: str, what: str = "call webhook",
+                      first_attempt: asyncio.Event | None = None) -> Delivery:
+        """POST ``body`` signed, retried with backoff; ``first_attempt`` is set once the first POST has had its
+        answer (or failed), so a caller can order events without waiting for the retries."""
         import httpx
 
         last_error: str | None = None
@@ -138,6 +141,9 @@ class WebhookSender:
                     last_error = f"HTTP {response.status_code}"
                     if 400 <= response.status_code < 500 and response.status_code != 429:
                         break
+                finally:
+                    if first_attempt is not None:
+                        first_attempt.set()
                 if attempt <= self.retries:
                     wait = min(self.max_wait, self.backoff * 2 ** (attempt - 1))
                     logger.info("%s attempt %d failed (call=%s: %s); retrying in %.1fs", what, attempt,

@@ -264,8 +264,12 @@ class CallRecording:
         if self.metrics is not None:
             self.metrics.call_analysed(plan, analysis.status.value, analysis.values)
         if analysis.alerts:
+            # the alert goes out before call.ended: wait for its first attempt's answer; its retries, if any,
+            # go on beside call.ended (``end`` awaits them last)
+            first_attempt = asyncio.Event()
             alerting.append(asyncio.get_running_loop().create_task(
-                deliver_alert(self.settings, record, analysis), name="call-alert"))
+                deliver_alert(self.settings, record, analysis, first_attempt=first_attempt), name="call-alert"))
+            await first_attempt.wait()
 
 
 class _Once:
@@ -287,20 +291,26 @@ async def _nothing() -> None:
     return None
 
 
-async def deliver_alert(settings: Settings, record: CallRecord, analysis: CallAnalysis) -> bool | None:
+async def deliver_alert(settings: Settings, record: CallRecord, analysis: CallAnalysis, *,
+                        first_attempt: asyncio.Event | None = None) -> bool | None:
     """``call.alert`` to GOCARE_CALL_ALERT_WEBHOOK_URL (else GOCARE_CALL_WEBHOOK_URL): signed, retried like
-    the end-of-call webhook; None when no webhook is configured."""
+    the end-of-call webhook; None when no webhook is configured. ``first_attempt`` is set once its first POST
+    is answered (or when there is nothing to send), whatever happens."""
     from gocare_voice.records.webhook import WebhookSender, alert_envelope
 
-    sender = WebhookSender.for_alerts(settings)
-    if sender is None:
-        logger.warning("call alert not sent: no webhook configured (call=%s alerts=%s)", record.call_id,
-                       ",".join(str(a.get("field")) for a in analysis.alerts))
-        return None
-    await asyncio.to_thread(importlib.import_module, "httpx")
-    delivery = await sender.deliver(alert_envelope(record.to_dict(turns=False), analysis.alerts),
-                                    call_id=record.call_id, what="call alert")
-    return delivery.delivered
+    try:
+        sender = WebhookSender.for_alerts(settings)
+        if sender is None:
+            logger.warning("call alert not sent: no webhook configured (call=%s alerts=%s)", record.call_id,
+                           ",".join(str(a.get("field")) for a in analysis.alerts))
+            return None
+        await asyncio.to_thread(importlib.import_module, "httpx")
+        delivery = await sender.deliver(alert_envelope(record.to_dict(turns=False), analysis.alerts),
+                                        call_id=record.call_id, what="call alert", first_attempt=first_attempt)
+        return delivery.delivered
+    finally:
+        if first_attempt is not None:
+            first_attempt.set()
 
 
 async def deliver_webhook(settings: Settings, store: CallStore, record: CallRecord) -> bool | None:
