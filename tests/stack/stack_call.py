@@ -40,6 +40,7 @@ TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS), str(TESTS / "room")]
 
 import httpx  # noqa: E402
+import yaml  # noqa: E402
 
 from harness.netns import enter_private_network  # noqa: E402
 from scripted.deepgram_server import ScriptedDeepgramServer  # noqa: E402
@@ -48,6 +49,7 @@ from scripted.speech_server import ScriptedSpeechServer  # noqa: E402
 
 PROJECT = f"gocare-ci-{os.getpid()}"
 """Per run: two CI runs on one host (each in its own namespace) never share a container name."""
+RULES = TESTS.parent / "deploy" / "helm" / "gocare-voice" / "files" / "prometheus-rules.yml"
 LLM_KEY, TTS_KEY, DEEPGRAM_KEY = "sk-stack-ci", "tts-stack-ci", "dg-stack-ci"
 USER_ID, USER_NAME, SPOKEN, WRITTEN = "user-42", "John Doe", "nine eight seven six five four three two one zero", "98765 43210"
 DRAIN_TIMEOUT, GRACE_PERIOD = 60, 90
@@ -300,9 +302,22 @@ def check_prometheus() -> None:
             health = {}
         if health and all(h == "up" for h in health.values()) and len(health) == 2:
             log(f"prometheus scrapes {sorted(health)}: all up")
+            break
+        time.sleep(2)
+    else:
+        raise StackFailure(f"prometheus targets not all up within 60s: {health}")
+    # the alerting rules are loaded and evaluate without error against the real series
+    expected = {rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]}
+    deadline = time.monotonic() + 60
+    loaded: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        groups = httpx.get("http://127.0.0.1:9090/api/v1/rules", timeout=3).json()["data"]["groups"]
+        loaded = {r["name"]: r["health"] for g in groups for r in g["rules"]}
+        if set(loaded) == expected and all(h == "ok" for h in loaded.values()):
+            log(f"prometheus loaded the {len(loaded)} alerting rules, all evaluating ok")
             return
         time.sleep(2)
-    raise StackFailure(f"prometheus targets not all up within 60s: {health}")
+    raise StackFailure(f"prometheus rules not loaded and healthy within 60s: {loaded} (expected {sorted(expected)})")
 
 
 def figures(stack: Stack, token_ready: tuple[float, float], worker_registered: tuple[float, float],
