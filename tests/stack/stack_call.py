@@ -417,7 +417,7 @@ async def main_async(stack: Stack, providers: Providers) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--project", type=Path, required=True, help="a folder with compose.yaml and deploy/compose/")
+    parser.add_argument("--project", type=Path, required=True, help="a folder with compose.yaml, deploy/compose/ and the chart's files/ (the alerting rules)")
     parser.add_argument("--image", required=True)
     parser.add_argument("--standins", required=True, help="prefix of the stand-in images: PREFIX-redis, ...")
     parser.add_argument("--keep", action="store_true", help="leave the stack running (debugging)")
@@ -432,7 +432,7 @@ def main() -> int:
         try:
             asyncio.run(main_async(stack, providers))
         except BaseException:
-            for service in ("livekit", "migrate", "token-server", "worker"):
+            for service in ("livekit", "migrate", "token-server", "worker", "prometheus"):
                 print(f"--- last lines of the {service} container's log", file=sys.stderr)
                 print(stack.logs(service)[-2500:], file=sys.stderr)
             raise
