@@ -401,10 +401,17 @@ def llm_targets(settings: Settings) -> list[dict[str, str | None]]:
 
 def build_llm(settings: Settings) -> lk_llm.LLM[Any]:
     """OpenAI-compatible chat LLM; a ``FallbackAdapter`` when both LLM_API_KEY and GROQ_API_KEY are set."""
+    return combine_llms(build_llm_clients(settings))
+
+
+def build_llm_clients(settings: Settings) -> list[lk_llm.LLM[Any]]:
+    """One ``openai.LLM`` per configured endpoint (``llm_targets``), most preferred first. Each owns an HTTP
+    client: a long-lived process that builds them for a while (the worker's main process, analysing a
+    crashed call) closes each one with ``aclose``, since a ``FallbackAdapter``'s own ``aclose`` closes none
+    of the LLMs it holds (livekit-agents 1.8)."""
     problems = missing_llm_settings(settings)
     if problems:
         raise ProviderConfigError(problems)
-    from livekit.agents import llm as lk_llm
     from livekit.plugins import openai
 
     instances: list[lk_llm.LLM[Any]] = []
@@ -413,6 +420,13 @@ def build_llm(settings: Settings) -> lk_llm.LLM[Any]:
         if target["base_url"]:
             kwargs["base_url"] = target["base_url"]
         instances.append(openai.LLM(**kwargs))
+    return instances
+
+
+def combine_llms(instances: list[lk_llm.LLM[Any]]) -> lk_llm.LLM[Any]:
+    """The one LLM, or a ``FallbackAdapter`` trying them in order."""
+    from livekit.agents import llm as lk_llm
+
     if len(instances) == 1:
         return instances[0]
     return lk_llm.FallbackAdapter(instances)

@@ -1,5 +1,7 @@
 """The worker's side of call records: one job's session events -> ``records.CallRecorder``; the end of the
-call (end reason, summary, analysis, alert, webhook); the worker start's migration, crash sweep and retention.
+call (end reason, summary, analysis, alert, webhook); the end of a call whose job process died, made by the
+worker's main process (end reason, analysis, alert, webhook: ``mark_lost_job``); the worker start's
+migration, crash sweep and retention.
 
 The pure parts live in ``gocare_voice.records``; this module only connects them to a job. Room handlers do
 not know records exist: the commands and uploads they pass on reach ``ObservedCommands`` (a
@@ -14,7 +16,7 @@ import asyncio
 import importlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -129,7 +131,7 @@ class CallRecording:
 
     @property
     def analysis_on(self) -> bool:
-        return self.settings.call_analysis and self.settings.records_level is RecordLevel.transcript
+        return analysis_on(self.settings)
 
     def _memory_of(self, user_id: str) -> str | None:
         from gocare_voice.records.summary import memory_text
@@ -239,37 +241,60 @@ class CallRecording:
             logger.info("call summary stored (call=%s, %d chars)", record.call_id, len(summary))
 
     async def _analyse(self, llm_factory: Callable[[], Any], alerting: list[asyncio.Task[Any]]) -> None:
-        """Fill the plan, store the result (failed ones too), count it, and start the alert at once."""
-        from gocare_voice.records.analysis import analyse, failed, worth_analysing
-        from gocare_voice.records.plan import configured_plan
+        alert = await analyse_call(self.settings, self.recorder.record, llm_factory,
+                                   save=lambda analysis: self.recorder.update(analysis=analysis), metrics=self.metrics)
+        if alert is not None:
+            alerting.append(alert)
 
-        record = self.recorder.record
-        if not worth_analysing(record):
-            return
-        timeout = self.settings.call_analysis_timeout
-        try:
-            plan = await asyncio.to_thread(configured_plan, self.settings.call_analysis_plan)
-        except Exception as error:  # noqa: BLE001 - checked at start; a file changed since must not lose the webhook
-            logger.error("call analysis not made (call=%s): the plan cannot be read now: %s", record.call_id,
-                         type(error).__name__)
-            return
-        try:
-            llm = await asyncio.to_thread(llm_factory)
-            analysis = await asyncio.wait_for(analyse(llm, record, plan, timeout=timeout), timeout=timeout + 1)
-        except Exception as error:  # noqa: BLE001 - no LLM (not configured), or the bound itself: a failed analysis
-            analysis = failed(plan, f"not analysed: {type(error).__name__}", attempts=0)
-        await self.recorder.update(analysis=analysis)
-        logger.info("call analysis %s (call=%s attempts=%d%s)", analysis.status.value, record.call_id,
-                    analysis.attempts, f": {analysis.error}" if analysis.error else "")
-        if self.metrics is not None:
-            self.metrics.call_analysed(plan, analysis.status.value, analysis.values)
-        if analysis.alerts:
-            # the alert goes out before call.ended: wait for its first attempt's answer; its retries, if any,
-            # go on beside call.ended (``end`` awaits them last)
-            first_attempt = asyncio.Event()
-            alerting.append(asyncio.get_running_loop().create_task(
-                deliver_alert(self.settings, record, analysis, first_attempt=first_attempt), name="call-alert"))
-            await first_attempt.wait()
+
+def analysis_on(settings: Settings) -> bool:
+    """GOCARE_CALL_ANALYSIS, for records kept at ``transcript`` level (the analysis reads the words)."""
+    return settings.call_analysis and settings.records_level is RecordLevel.transcript
+
+
+async def analyse_call(settings: Settings, record: CallRecord, llm_factory: Callable[[], Any], *,
+                       save: Callable[[CallAnalysis], Awaitable[None]],
+                       metrics: CallMetrics | None = None) -> asyncio.Task[Any] | None:
+    """The end-of-call analysis of ``record``, for both ends a call can have: the job's own shutdown
+    (``CallRecording.end``) and the worker's main process when the job's process died (``mark_lost_job``).
+
+    Fill the plan (read now: a file changed since the start costs the analysis, never the webhook) with the
+    LLM ``llm_factory`` builds (blocking: in a thread), bounded by GOCARE_CALL_ANALYSIS_TIMEOUT; any error is
+    a failed analysis with its reason. ``save`` it (failed ones too), count it, and when it alerts start the
+    ``call.alert`` and return once that alert's first attempt is answered, so it reaches the receiver before
+    ``call.ended``. Returns the alert's task (its retries go on beside call.ended; the caller awaits it
+    last), None when there is none. Nothing when the record is not worth analysing (no words of the caller)."""
+    from gocare_voice.records.analysis import analyse, failed, worth_analysing
+    from gocare_voice.records.plan import configured_plan
+
+    if not worth_analysing(record):
+        return None
+    timeout = settings.call_analysis_timeout
+    try:
+        plan = await asyncio.to_thread(configured_plan, settings.call_analysis_plan)
+    except Exception as error:  # noqa: BLE001 - checked at start; a file changed since must not lose the webhook
+        logger.error("call analysis not made (call=%s): the plan cannot be read now: %s", record.call_id,
+                     type(error).__name__)
+        return None
+    try:
+        llm = await asyncio.to_thread(llm_factory)
+        analysis = await asyncio.wait_for(analyse(llm, record, plan, timeout=timeout), timeout=timeout + 1)
+    except Exception as error:  # noqa: BLE001 - no LLM (not configured), or the bound itself: a failed analysis
+        analysis = failed(plan, f"not analysed: {type(error).__name__}", attempts=0)
+    await save(analysis)
+    logger.info("call analysis %s (call=%s attempts=%d%s)", analysis.status.value, record.call_id,
+                analysis.attempts, f": {analysis.error}" if analysis.error else "")
+    if metrics is not None:
+        metrics.call_analysed(plan, analysis.status.value, analysis.values)
+    if not analysis.alerts:
+        return None
+    # the alert goes out before call.ended: wait for its first attempt's answer; its retries, if any, go on
+    # beside call.ended (the caller awaits them last)
+    first_attempt = asyncio.Event()
+    alert = asyncio.get_running_loop().create_task(
+        deliver_alert(settings, record, analysis, first_attempt=first_attempt), name="call-alert")
+    await first_attempt.wait()
+    return alert
 
 
 class _Once:
@@ -348,9 +373,11 @@ def _crashed_before(store: CallStore, room: str | None, identity: str | None) ->
     return None
 
 
-async def mark_lost_job(settings: Settings, call_id: str, *, reason: EndReason) -> None:
+async def mark_lost_job(settings: Settings, call_id: str, *, reason: EndReason,
+                        metrics: CallMetrics | None = None) -> None:
     """The worker's main process saw a job process die: end its record now (``job_crashed``, or
-    ``agent_unavailable`` when the user was told no agent comes back) and send its webhook."""
+    ``agent_unavailable`` when the user was told no agent comes back), analyse it as the job would have
+    (``analysis_on``; its alert first), and send its webhook. ``metrics``: the main process's counters."""
     if settings.records_level is RecordLevel.off:
         return
 
@@ -363,6 +390,45 @@ async def mark_lost_job(settings: Settings, call_id: str, *, reason: EndReason) 
     try:
         if record is not None:
             logger.info("call record of the lost job ended (call=%s reason=%s)", call_id, reason.value)
+            alert = None
+            if analysis_on(settings) and record.analysis is None:
+                alert = await _analyse_lost(settings, store, record, metrics)
             await deliver_webhook(settings, store, record)
+            if alert is not None:
+                await asyncio.gather(alert, return_exceptions=True)
     finally:
         store.close()
+
+
+async def _analyse_lost(settings: Settings, store: CallStore, record: CallRecord,
+                        metrics: CallMetrics | None) -> asyncio.Task[Any] | None:
+    """``analyse_call`` in the worker's main process: no job context there, so the LLM's clients are built
+    here and closed here (the job's die with its process), the result saved straight to the store. Never
+    raises: the record's webhook goes out whatever happens here."""
+    from gocare_voice import providers
+
+    clients: list[Any] = []
+
+    def build() -> Any:
+        built = providers.build_llm_clients(settings)
+        clients.extend(built)
+        return providers.combine_llms(built)
+
+    async def save(analysis: CallAnalysis) -> None:
+        record.analysis = analysis  # the webhook carries it even when the store refuses it
+        try:
+            await asyncio.to_thread(store.set_analysis, record.call_id, analysis)
+        except Exception as error:  # noqa: BLE001 - said in the log; the webhook still carries the analysis
+            logger.error("call analysis not saved (call=%s): %s", record.call_id, type(error).__name__)
+
+    try:
+        return await analyse_call(settings, record, build, save=save, metrics=metrics)
+    except Exception as error:  # noqa: BLE001 - recovery and the webhook go on without the analysis
+        logger.error("call analysis of the lost job failed (call=%s): %s", record.call_id, type(error).__name__)
+        return None
+    finally:
+        for client in clients:
+            try:
+                await client.aclose()
+            except Exception as error:  # noqa: BLE001 - a client that will not close is not worth more
+                logger.debug("LLM client not closed: %s", type(error).__name__)

@@ -119,15 +119,17 @@ class CrashRecovery:
     async def recover(self, lost: LostJob) -> str:
         """Returns what was done: ``redispatched`` | ``told`` | ``empty`` | ``failed``; the lost job's call
         record ends ``job_crashed`` (``agent_unavailable`` when the user was told), before any re-dispatch
-        so the next job finds it crashed and links its own record to it."""
+        so the next job finds it crashed and links its own record to it. Its analysis, alert and webhook
+        come after the re-dispatch (the user waits for none of them), bounded by GOCARE_CALL_ANALYSIS_TIMEOUT."""
         outcome = await self._recover(lost)
         if lost.job_id:
             from gocare_voice.records.model import EndReason
+            from gocare_voice.worker.metrics import metrics_for
             from gocare_voice.worker.recording import mark_lost_job
 
             reason = EndReason.agent_unavailable if outcome == "told" else EndReason.job_crashed
             try:
-                await mark_lost_job(self.settings, lost.job_id, reason=reason)
+                await mark_lost_job(self.settings, lost.job_id, reason=reason, metrics=metrics_for(self.settings))
             except Exception as error:  # noqa: BLE001 - readers report it crashed anyway (stale heartbeat)
                 logger.error("call record of the lost job not ended (room=%s): %s", lost.room, type(error).__name__)
         return outcome
