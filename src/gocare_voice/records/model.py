@@ -185,7 +185,7 @@ class CallRecord:
     """The call id of the crashed job this one took over from (the agent dispatched again into the room)."""
     webhook_status: str | None = None
     analysis: CallAnalysis | None = None
-    """None: not analysed (analysis off, a ``metadata`` record, nothing said, a crashed job)."""
+    """None: not analysed (analysis off, a ``metadata`` record, nothing said, a call whose whole worker died)."""
     turns: list[Turn] = field(default_factory=list)
 
     @property
