@@ -208,3 +208,26 @@ async def test_what_is_not_analysed(case: str, tmp_path: Path, llm_server: Scrip
     assert stored(settings, call_id).analysis == (earlier if case == "analysed already" else None)
     ((kind, ended),) = events(receiver)
     assert kind == "call.ended" and ended["call"]["status"] == "crashed"
+
+
+async def test_with_groq_as_the_fallback_both_clients_are_closed_afterwards(
+        tmp_path: Path, llm_server: ScriptedOpenAIServer, receiver: WebhookReceiver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LLM the job uses, a ``FallbackAdapter`` when both LLM_API_KEY and GROQ_API_KEY are set: its own
+    ``aclose`` closes neither client, so the main process closes each one it opened."""
+    llm_server.script(Rule(system=ANALYSIS, user="chest pain", reply=Reply(text=json.dumps(URGENT))))
+    settings = settings_for(tmp_path, llm_server, receiver, groq_api_key="gq-test", groq_base_url=llm_server.base_url)
+    call_id = a_call_in_progress(settings, *CHEST_PAIN)
+    opened: list[Any] = []
+    real_clients = providers.build_llm_clients
+
+    def kept(settings: Settings) -> list[Any]:
+        opened.extend(real_clients(settings))
+        return opened
+
+    monkeypatch.setattr(providers, "build_llm_clients", kept)
+    await mark_lost_job(settings, call_id, reason=EndReason.job_crashed)
+    analysis = stored(settings, call_id).analysis
+    assert analysis is not None and analysis.status is AnalysisStatus.done and analysis.alerts
+    assert [kind for kind, _ in events(receiver)] == ["call.alert", "call.ended"]
+    assert len(opened) == 2 and all(client._client.is_closed() for client in opened)
