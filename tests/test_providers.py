@@ -99,6 +99,23 @@ def test_llm_selection() -> None:
     assert [i.model for i in both._llm_instances] == ["gpt-4o-mini", providers.GROQ_DEFAULT_MODEL]
 
 
+async def test_a_closing_llm_factory_closes_every_client_it_built() -> None:
+    """What the end of a call (and the main process, for a crashed one) builds the summary's and analysis's
+    LLM with: a ``FallbackAdapter``'s own ``aclose`` closes neither client, the factory closes both."""
+    from livekit.agents import llm as lk_llm
+
+    factory = providers.ClosingLLMFactory(make(llm_api_key="sk", groq_api_key="gq"))
+    first, second = factory(), factory()
+    assert isinstance(first, lk_llm.FallbackAdapter) and isinstance(second, lk_llm.FallbackAdapter)
+    clients = [*first._llm_instances, *second._llm_instances]
+    assert len(clients) == 4 and not any(c._client.is_closed() for c in clients)
+    await first.aclose()
+    assert not any(c._client.is_closed() for c in clients)  # why the factory exists
+    await factory.aclose()
+    assert all(c._client.is_closed() for c in clients)
+    await factory.aclose()  # twice is nothing
+
+
 def test_tts_selection_and_fallback() -> None:
     from livekit.agents import tts as lk_tts
     from livekit.plugins import deepgram, openai

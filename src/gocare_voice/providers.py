@@ -423,6 +423,30 @@ def build_llm_clients(settings: Settings) -> list[lk_llm.LLM[Any]]:
     return instances
 
 
+class ClosingLLMFactory:
+    """``build_llm`` for a caller that must close what it built: each call builds the configured LLM
+    (blocking: call it in a thread) and keeps its clients, which ``aclose`` closes (a ``FallbackAdapter``'s
+    own ``aclose`` does not). For LLMs built outside a job process's lifetime: the worker's main process,
+    or a call's end under the thread executor, where nothing else would close them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._clients: list[lk_llm.LLM[Any]] = []
+
+    def __call__(self) -> lk_llm.LLM[Any]:
+        built = build_llm_clients(self._settings)
+        self._clients.extend(built)
+        return combine_llms(built)
+
+    async def aclose(self) -> None:
+        clients, self._clients = self._clients, []
+        for client in clients:
+            try:
+                await client.aclose()
+            except Exception as error:  # noqa: BLE001 - a client that will not close is not worth more
+                logging.getLogger("gocare.providers").debug("LLM client not closed: %s", type(error).__name__)
+
+
 def combine_llms(instances: list[lk_llm.LLM[Any]]) -> lk_llm.LLM[Any]:
     """The one LLM, or a ``FallbackAdapter`` trying them in order."""
     from livekit.agents import llm as lk_llm

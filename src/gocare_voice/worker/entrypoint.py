@@ -139,16 +139,19 @@ async def _start_recording(ctx: Any, settings: Settings, state: Any, room_name: 
         logger.error("call record not started (room=%s): %s: %s", room_name, type(error).__name__, str(error)[:200])
         return None
 
-    def build_llm() -> Any:
-        from gocare_voice import providers
+    from gocare_voice.providers import ClosingLLMFactory
 
-        return providers.build_llm(settings)
+    build_llm = ClosingLLMFactory(settings)
 
     async def _end(reason: str = "") -> None:
         try:
             await recording.end(reason, llm_factory=build_llm)
         except Exception:
             logger.exception("call record not ended (room=%s)", room_name)
+        finally:
+            # the summary's and the analysis's HTTP clients: a job process takes them along when it exits, a
+            # thread-executor job (one process, many calls) would keep one per call
+            await build_llm.aclose()
 
     ctx.add_shutdown_callback(_end)
     return recording

@@ -402,17 +402,12 @@ async def mark_lost_job(settings: Settings, call_id: str, *, reason: EndReason,
 
 async def _analyse_lost(settings: Settings, store: CallStore, record: CallRecord,
                         metrics: CallMetrics | None) -> asyncio.Task[Any] | None:
-    """``analyse_call`` in the worker's main process: no job context there, so the LLM's clients are built
-    here and closed here (the job's die with its process), the result saved straight to the store. Never
-    raises: the record's webhook goes out whatever happens here."""
+    """``analyse_call`` in the worker's main process: the LLM's clients are built here and closed here (the
+    process lives on), the result saved straight to the store. Never raises: the record's webhook goes out
+    whatever happens here."""
     from gocare_voice import providers
 
-    clients: list[Any] = []
-
-    def build() -> Any:
-        built = providers.build_llm_clients(settings)
-        clients.extend(built)
-        return providers.combine_llms(built)
+    build = providers.ClosingLLMFactory(settings)
 
     async def save(analysis: CallAnalysis) -> None:
         record.analysis = analysis  # the webhook carries it even when the store refuses it
@@ -427,8 +422,4 @@ async def _analyse_lost(settings: Settings, store: CallStore, record: CallRecord
         logger.error("call analysis of the lost job failed (call=%s): %s", record.call_id, type(error).__name__)
         return None
     finally:
-        for client in clients:
-            try:
-                await client.aclose()
-            except Exception as error:  # noqa: BLE001 - a client that will not close is not worth more
-                logger.debug("LLM client not closed: %s", type(error).__name__)
+        await build.aclose()
