@@ -267,7 +267,7 @@ def test_every_log_level_the_settings_accept_starts_the_server(level: str) -> No
 
 
 def test_prewarm_loads_the_vad_once_into_userdata() -> None:
-    from livekit.plugins import silero
+    from livekit.agents import inference
 
     from gocare_voice.worker.entrypoint import VAD_KEY, prewarm
 
@@ -276,7 +276,7 @@ def test_prewarm_loads_the_vad_once_into_userdata() -> None:
 
     proc = Proc()
     prewarm(proc)
-    assert isinstance(proc.userdata[VAD_KEY], silero.VAD)
+    assert isinstance(proc.userdata[VAD_KEY], inference.VAD)
 
 
 def test_start_help_is_livekit_agents_own(tmp_path: Path) -> None:
