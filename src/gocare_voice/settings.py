@@ -275,7 +275,7 @@ class Settings(BaseSettings):
     worker_loop_block_warn_ms: int = Field(250, ge=0, le=60000, validation_alias="GOCARE_WORKER_LOOP_BLOCK_WARN_MS")
     """livekit-agents' event-loop monitor in the worker and every job process: a loop blocked at least this
     long (ms) is logged as a warning; 0 turns the monitor off. It wakes twice per fifth of this (20-50 ms), in
-    every process, warm ones included: livekit's 100 ms default costs about 1 % of a core per process, 250 ms
+    every process, warm ones included: livekit's 100 ms default costs 0.6-1 % of a core per process, 250 ms
     half of that (bench/bench_capacity.py, docs/benchmarks.md)."""
     worker_job_memory_limit_mb: float = Field(0, ge=0, validation_alias="GOCARE_WORKER_JOB_MEMORY_LIMIT_MB")
     """A job process above this resident memory (MB) is killed (and its call re-dispatched); 0 = no limit."""

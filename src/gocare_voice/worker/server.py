@@ -41,7 +41,7 @@ def use_loop_block_warn(settings: Settings, environ: MutableMapping[str, str] | 
     """``GOCARE_WORKER_LOOP_BLOCK_WARN_MS`` -> livekit-agents' variable, before its CLI starts the worker (and
     with it the monitor and the forkserver). The monitor's heartbeat and watchdog wake every fifth of the
     threshold (at least 20 ms, at most 50 ms) in every process of the worker, warm job processes included;
-    at livekit's 100 ms that was about 1 % of a core per process, the largest cost of an idle warm process
+    at livekit's 100 ms that was 0.6-1 % of a core per process, the largest cost of an idle warm process
     (bench/bench_capacity.py). 250 ms halves that and still logs every block of a quarter second or more; 0 turns
     it off."""
     target = os.environ if environ is None else environ
