@@ -15,7 +15,7 @@ PROBE = """
 import json, os, sys, threading
 # what livekit-agents' forkserver imports before our module: the registered plugins (numpy's OpenBLAS starts
 # its own native threads, which are fork-aware)
-import livekit.agents, livekit.plugins.silero, livekit.plugins.deepgram, livekit.plugins.openai
+import livekit.agents, livekit.plugins.deepgram, livekit.plugins.openai
 native_before = len(os.listdir("/proc/self/task"))
 before = set(sys.modules)
 import {module} as preload

@@ -155,10 +155,75 @@ def test_turn_detection_falls_back_to_vad(monkeypatch: pytest.MonkeyPatch, caplo
     assert "falling back to VAD turn detection" in caplog.text
 
 
-def test_vad_is_silero() -> None:
-    from livekit.plugins import silero
+def test_vad_is_livekits_native_silero_with_the_plugins_options() -> None:
+    from livekit.agents import inference
 
-    assert isinstance(providers.build_vad(), silero.VAD)
+    vad = providers.build_vad()
+    assert isinstance(vad, inference.VAD) and vad.model == "silero"
+    assert vad._opts.min_silence_duration == 0.55 and vad._opts.min_speech_duration == 0.05
+    assert vad._opts.activation_threshold == 0.5 and vad._opts.prefix_padding_duration == 0.5
+
+
+def test_no_plugin_for_the_vad_and_no_onnxruntime_in_the_worker() -> None:
+    # the silero plugin built an onnxruntime session per job process (~25 MB each); the worker imports neither now
+    assert "livekit.plugins.silero" not in providers.plugin_modules(make())
+    probe = ("import sys; from gocare_voice import providers; providers.import_plugins(); providers.build_vad(); "
+             "print('onnxruntime' in sys.modules, 'livekit.plugins.silero' in sys.modules)")
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_native_vad_gives_the_silero_plugins_probabilities_on_real_speech() -> None:
+    """Why the swap is safe for turn taking: the same model, the same P(speech) for every 32 ms window (the
+    plugin's ONNX session on float samples, livekit-local-inference's on int16)."""
+    import numpy as np
+    import livekit.local_inference as local_inference
+    from livekit.plugins.silero import onnx_model
+
+    from scripted.audio_tools import ESPEAK, speech_pcm
+
+    if not ESPEAK:
+        pytest.skip("espeak-ng not installed (apt-get install -y espeak-ng; .ci/run does it)")
+    speech = np.frombuffer(speech_pcm("My number is oh seven seven double nine. When is my appointment?", rate=16000),
+                           dtype=np.int16)
+    pcm = np.concatenate([np.zeros(8000, np.int16), speech, np.zeros(8000, np.int16)])
+    plugin = onnx_model.OnnxModel(onnx_session=onnx_model.new_inference_session(True), sample_rate=16000)
+    native = local_inference.VAD()
+    windows = [pcm[i:i + 512] for i in range(0, len(pcm) - 512, 512)]
+    ours = np.array([native.predict(w) for w in windows])
+    theirs = np.array([plugin(w.astype(np.float32) / np.iinfo(np.int16).max) for w in windows])
+    assert (theirs > 0.5).sum() > len(windows) / 3  # speech found at all
+    assert np.abs(ours - theirs).max() < 0.01
+
+
+async def test_the_vad_hears_a_sentence_start_and_end() -> None:
+    """Real speech through the VAD as a session streams it (50 ms frames at the room's input rate): one
+    utterance, its end reported ``min_silence_duration`` after the speech stops, not before."""
+    from livekit import rtc
+    from livekit.agents import vad as lk_vad
+
+    from gocare_voice.worker.entrypoint import ROOM_INPUT_SAMPLE_RATE
+    from scripted.audio_tools import ESPEAK, speech_pcm, trim_silence
+
+    if not ESPEAK:
+        pytest.skip("espeak-ng not installed (apt-get install -y espeak-ng; .ci/run does it)")
+    rate = ROOM_INPUT_SAMPLE_RATE
+    speech = trim_silence(speech_pcm("I would like to know when my next appointment is.", rate=rate), rate=rate)
+    silence = bytes(2 * rate)  # 1 s
+    pcm = silence + speech + silence + silence
+    stream = providers.build_vad().stream()
+    frame_bytes = 2 * rate // 20
+    for i in range(0, len(pcm) - frame_bytes + 1, frame_bytes):
+        stream.push_frame(rtc.AudioFrame(pcm[i:i + frame_bytes], rate, 1, frame_bytes // 2))
+    stream.end_input()
+    events = [ev async for ev in stream if ev.type is not lk_vad.VADEventType.INFERENCE_DONE]
+    assert [ev.type for ev in events] == [lk_vad.VADEventType.START_OF_SPEECH, lk_vad.VADEventType.END_OF_SPEECH]
+    speech_end = (len(silence) + len(speech)) / 2 / rate
+    end = events[-1].timestamp
+    # 0.55 s of silence (min_silence_duration) after the last voiced window; livekit's 0.25 default would fail this
+    assert speech_end + 0.4 < end < speech_end + 0.9, (speech_end, end)
 
 
 async def test_built_llm_really_talks_to_an_openai_compatible_server(openai_server) -> None:  # type: ignore[no-untyped-def]  # a pytest fixture, typed by the fixture

@@ -223,6 +223,31 @@ def test_an_unknown_job_executor_stops_the_worker_with_one_line(tmp_path: Path) 
     assert proc.stderr.strip().splitlines() == ["error: GOCARE_WORKER_JOB_EXECUTOR: Input should be 'process' or 'thread'"]
 
 
+@pytest.mark.parametrize(("value", "warn"), [(None, 0.25), ("100", 0.1), ("0", None)])
+def test_the_loop_monitor_threshold_reaches_livekit_agents(value: str | None, warn: float | None) -> None:
+    """GOCARE_WORKER_LOOP_BLOCK_WARN_MS becomes livekit-agents' own variable, read by its monitor (its real
+    parser here): 250 ms by default, livekit's 100 ms on request, 0 = no monitor at all."""
+    from livekit.agents.telemetry.loop_monitor import LoopMonitorThresholds
+
+    from gocare_voice.worker.server import LOOP_BLOCK_WARN_ENV, use_loop_block_warn
+
+    settings = Settings() if value is None else Settings(worker_loop_block_warn_ms=value)  # type: ignore[arg-type]  # as the env gives it
+    environ: dict[str, str] = {}
+    use_loop_block_warn(settings, environ)
+    assert environ == {LOOP_BLOCK_WARN_ENV: str(settings.worker_loop_block_warn_ms)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(LOOP_BLOCK_WARN_ENV, environ[LOOP_BLOCK_WARN_ENV])
+        thresholds = LoopMonitorThresholds.from_env()
+    assert (thresholds.warn if thresholds is not None else None) == warn
+
+
+def test_a_negative_loop_monitor_threshold_stops_the_worker_with_one_line(tmp_path: Path) -> None:
+    proc = gocare("worker", "start", cwd=tmp_path, env={**KEYS, "GOCARE_WORKER_LOOP_BLOCK_WARN_MS": "-5"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: GOCARE_WORKER_LOOP_BLOCK_WARN_MS: Input should be greater than or equal to 0"]
+
+
 @pytest.mark.parametrize("threshold", [1.0, 5.0, float("inf")])
 def test_a_worker_that_never_refuses_reports_a_load_below_full(threshold: float) -> None:
     """livekit-server skips a worker reporting load 1.0 whatever its threshold (a busy machine with
@@ -267,7 +292,7 @@ def test_every_log_level_the_settings_accept_starts_the_server(level: str) -> No
 
 
 def test_prewarm_loads_the_vad_once_into_userdata() -> None:
-    from livekit.plugins import silero
+    from livekit.agents import inference
 
     from gocare_voice.worker.entrypoint import VAD_KEY, prewarm
 
@@ -276,7 +301,7 @@ def test_prewarm_loads_the_vad_once_into_userdata() -> None:
 
     proc = Proc()
     prewarm(proc)
-    assert isinstance(proc.userdata[VAD_KEY], silero.VAD)
+    assert isinstance(proc.userdata[VAD_KEY], inference.VAD)
 
 
 def test_start_help_is_livekit_agents_own(tmp_path: Path) -> None:

@@ -293,13 +293,12 @@ def provider_facts(settings: Settings) -> dict[str, bool]:
 # --- plugins and builders ----------------------------------------------------------------------------
 
 
-def plugin_modules(settings: Settings | None, *, vad: bool = True) -> list[str]:
-    """The livekit plugin modules these settings use: Silero (VAD, unless ``vad=False``), the STT's, the
-    LLM's (OpenAI-compatible), and each TTS's that is chosen or configured; a plugin of an optional extra
-    only when it is installed (its absence is reported as "not configured" instead)."""
-    names = ["livekit.plugins.silero"] if vad else []
+def plugin_modules(settings: Settings | None) -> list[str]:
+    """The livekit plugin modules these settings use: the STT's, the LLM's (OpenAI-compatible), and each TTS's
+    that is chosen or configured; a plugin of an optional extra only when it is installed (its absence is
+    reported as "not configured" instead). The VAD needs none: it is livekit-agents' own (``build_vad``)."""
     stt = STT_PROVIDERS[settings.stt_provider] if settings is not None else STT_PROVIDERS[STTProvider.deepgram]
-    names += [stt.plugin, "livekit.plugins.openai"]
+    names = [stt.plugin, "livekit.plugins.openai"]
     tts_rows = configured_tts(settings) if settings is not None else []
     for row in tts_rows:
         if row.optional_extra is not None and not plugin_installed(row.plugin):
@@ -309,28 +308,39 @@ def plugin_modules(settings: Settings | None, *, vad: bool = True) -> list[str]:
     return names
 
 
-def import_plugins(settings: Settings | None = None, *, vad: bool = True) -> list[str]:
+def import_plugins(settings: Settings | None = None) -> list[str]:
     """Import the livekit plugins we use, on the main thread, before anything is built.
 
     livekit-agents refuses to register a plugin from any other thread ("Plugins must be registered on the
     main thread"), and console mode and the thread executor build providers in a job thread, the token
     service's TestClient in its portal thread. Importing here (``build_server``, the upload pipeline's
-    constructor) registers them once up front. ``vad=False``: the upload path has no use for Silero
-    (+27 MiB)."""
+    constructor) registers them once up front."""
     import importlib
 
-    names = plugin_modules(settings, vad=vad)
+    names = plugin_modules(settings)
     for name in names:
         importlib.import_module(name)
     return names
 
 
 def build_vad() -> lk_vad.VAD:
-    """Silero VAD (weights ship inside livekit-plugins-silero). Blocking, ~100 ms: call it once per
-    process, in the worker's prewarm step, and share the instance between sessions."""
-    from livekit.plugins import silero
+    """Silero VAD, run by ``livekit-local-inference`` (``livekit.agents.inference.VAD``, livekit-agents' own
+    default VAD), with the options of ``livekit-plugins-silero``'s ``VAD.load()``, which the worker used until
+    2026-12-07 (livekit's 0.25 s default ``min_silence_duration`` would end the caller's speech, and start the
+    endpointing delay, 0.3 s sooner than the turn-taking settings were tuned for). The same Silero model
+    gives the same speech probabilities as the plugin's ONNX session (checked window by window), but its
+    weights are one native singleton that livekit-agents loads in the forkserver and every job process
+    shares, where the plugin built an onnxruntime session in each job process (about 25 MB private memory
+    each, and onnxruntime itself imported in the worker); and a 32 ms window costs a fifth of the CPU.
+    One difference: the plugin smoothed each window's probability with the previous one (0.35 of it), livekit's
+    stream takes it as it is; the room turn-taking tests (pauses mid-sentence, numbers in groups, talking over
+    the agent) pass unchanged.
+    Cheap to build: call it once per process, in the worker's prewarm step, and share it between
+    sessions (each session's stream keeps its own state)."""
+    from livekit.agents import inference
 
-    return silero.VAD.load()
+    return inference.VAD(model="silero", min_speech_duration=0.05, min_silence_duration=0.55,
+                         prefix_padding_duration=0.5, activation_threshold=0.5)
 
 
 def build_turn_detection(settings: Settings | None = None) -> Any:

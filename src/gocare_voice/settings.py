@@ -272,6 +272,11 @@ class Settings(BaseSettings):
     """Seconds a stopping worker (SIGTERM) waits for its calls to end; unset = livekit-agents' 3600."""
     worker_job_executor: JobExecutor = Field(JobExecutor.process, validation_alias="GOCARE_WORKER_JOB_EXECUTOR")
     """``process`` (one job process per call) or ``thread`` (calls as threads of the worker process)."""
+    worker_loop_block_warn_ms: int = Field(250, ge=0, le=60000, validation_alias="GOCARE_WORKER_LOOP_BLOCK_WARN_MS")
+    """livekit-agents' event-loop monitor in the worker and every job process: a loop blocked at least this
+    long (ms) is logged as a warning; 0 turns the monitor off. It wakes twice per fifth of this (20-50 ms), in
+    every process, warm ones included: livekit's 100 ms default costs 0.6-1 % of a core per process, 250 ms
+    half of that (bench/bench_capacity.py, docs/benchmarks.md)."""
     worker_job_memory_limit_mb: float = Field(0, ge=0, validation_alias="GOCARE_WORKER_JOB_MEMORY_LIMIT_MB")
     """A job process above this resident memory (MB) is killed (and its call re-dispatched); 0 = no limit."""
     reconnect_grace: float = Field(15.0, ge=0, le=600, validation_alias="GOCARE_RECONNECT_GRACE")

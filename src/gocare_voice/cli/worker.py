@@ -101,7 +101,9 @@ def _run_livekit_cli(
     _metrics_dir(settings)
     from livekit.agents import cli
 
-    from gocare_voice.worker.server import build_server
+    from gocare_voice.worker.server import build_server, use_loop_block_warn
+
+    use_loop_block_warn(settings)
 
     server = build_server(settings, console=command == "console", console_text=console_text,
                           console_metadata=console_metadata)

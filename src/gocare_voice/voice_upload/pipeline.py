@@ -135,8 +135,7 @@ class VoiceUploadPipeline:
 
         # livekit plugins register themselves on import and refuse to do so off the main thread; the app is
         # built on the main thread, requests may run elsewhere (TestClient's portal), so import them now
-        # (without Silero VAD, +27 MiB, which uploads do not use)
-        import_plugins(self._settings, vad=False)
+        import_plugins(self._settings)
         quiet_livekit_noise()  # the app may run under any log configuration (uvicorn, tests, a host app)
         settings = self._settings
         self._conn_options = APIConnectOptions(

@@ -26,6 +26,14 @@ PROVIDER_APOLOGY = "Sorry, I'm having trouble answering right now. Could you say
 """Said when the language model failed after livekit-agents' retries; the session goes on."""
 APOLOGY_WAIT_SECONDS = 4.0
 
+ROOM_INPUT_SAMPLE_RATE = 16000
+"""The caller's audio as the session receives it from the room. livekit-agents' default is 24 kHz, but everything
+that listens takes 16 kHz: Deepgram's streaming STT (its default rate), the Silero VAD and the local end-of-turn
+model (``livekit.agents.inference``). At 24 kHz each of the three resampled every 50 ms frame again, each a
+round trip through livekit's FFI; at 16 kHz livekit-rtc resamples once, natively, as it decodes the track
+(bench/bench_capacity.py measured the difference, docs/benchmarks.md). Nothing is lost: no consumer gets more
+than 16 kHz either way."""
+
 VAD_KEY = "vad"
 DIRECTORY_KEY = "directory"
 
@@ -344,7 +352,8 @@ async def run_job(
         # take as a hang-up: the agent would leave and the user come back to a dead room. RoomHandlers ends
         # the call instead when the user has not returned within GOCARE_RECONNECT_GRACE seconds.
         start_kwargs["room_options"] = room_io.RoomOptions(
-            participant_identity=handlers.user_identity, close_on_disconnect=settings.reconnect_grace <= 0)
+            participant_identity=handlers.user_identity, close_on_disconnect=settings.reconnect_grace <= 0,
+            audio_input=room_io.AudioInputOptions(sample_rate=ROOM_INPUT_SAMPLE_RATE))
     await session.start(**start_kwargs)
     started = True
     metrics.call_started()

@@ -7,6 +7,8 @@ only rooms whose token or API call dispatches that name, never every room on the
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from gocare_voice.settings import Settings
@@ -27,6 +29,23 @@ full from its threshold on). ``lk_agents_worker_load`` therefore tops out at 0.9
 JOB_PRELOAD_MODULE = "gocare_voice.worker.job_preload"
 """Handed to livekit-agents' ``preload_modules``: imported once in the forkserver (Linux) and inherited by
 every job process, instead of once per job process in ``prewarm``."""
+
+
+LOOP_BLOCK_WARN_ENV = "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS"
+"""livekit-agents (``telemetry/loop_monitor.py``) reads its event-loop monitor's threshold from this variable, in
+the worker process when its CLI starts and in each job process; a job process inherits it from the
+forkserver, which inherits it from the worker."""
+
+
+def use_loop_block_warn(settings: Settings, environ: MutableMapping[str, str] | None = None) -> None:
+    """``GOCARE_WORKER_LOOP_BLOCK_WARN_MS`` -> livekit-agents' variable, before its CLI starts the worker (and
+    with it the monitor and the forkserver). The monitor's heartbeat and watchdog wake every fifth of the
+    threshold (at least 20 ms, at most 50 ms) in every process of the worker, warm job processes included;
+    at livekit's 100 ms that was 0.6-1 % of a core per process, the largest cost of an idle warm process
+    (bench/bench_capacity.py). 250 ms halves that and still logs every block of a quarter second or more; 0 turns
+    it off."""
+    target = os.environ if environ is None else environ
+    target[LOOP_BLOCK_WARN_ENV] = str(settings.worker_loop_block_warn_ms)
 
 
 def reported_load_below_full(server: Any) -> float:
