@@ -57,7 +57,7 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 @pytest.fixture(autouse=True)
 def plugins_on_the_main_thread() -> None:
-    providers.import_plugins(vad=False)  # as build_server does in the worker's main process, before any job
+    providers.import_plugins()  # as build_server does in the worker's main process, before any job
 
 
 def settings_for(tmp_path: Path, llm_server: ScriptedOpenAIServer | None, receiver: WebhookReceiver,
