@@ -5,7 +5,7 @@ Stages, measured in this (fresh) process from /proc/self/status (VmRSS) and /pro
 
 1. Python + ``gocare_voice`` settings only;
 2. livekit-agents, the plugins and our worker imported (``build_server``);
-3. ``prewarm``: silero VAD loaded, the local end-of-turn model initialised, openai SDK resources imported
+3. ``prewarm``: the Silero VAD built (``providers.build_vad``: livekit-local-inference), the local end-of-turn model initialised, openai SDK resources imported
    (what every job process holds before its first job);
 4. N ``AgentSession``s started with our providers (OpenAI LLM and TTS pointed at a closed loopback port,
    the shared VAD, the local turn detector) and our ``AuthenticationAgent``, no room. Without STT: a
@@ -126,10 +126,10 @@ def main() -> int:
             userdata: dict[str, object] = {}
 
         # the parts of prewarm one by one, then prewarm itself (which then finds them loaded)
-        from livekit.plugins import silero
+        from gocare_voice.providers import build_vad
 
-        silero.VAD.load()
-        vad_loaded = row("3a. silero VAD loaded", imported)
+        build_vad()  # Silero run by livekit-local-inference, as prewarm builds it
+        vad_loaded = row("3a. Silero VAD built (livekit-local-inference)", imported)
         import livekit.local_inference as local_inference
 
         local_inference.init_eot()
