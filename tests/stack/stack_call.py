@@ -262,12 +262,13 @@ def check_image(stack: Stack) -> None:
     # the models: loaded and run with no network at all, Hugging Face offline
     probe = (
         "import numpy as np\n"
-        "from livekit.local_inference import EOT\n"
-        "from livekit.plugins import silero\n"
-        "silero.VAD.load()\n"
+        "from livekit.local_inference import EOT, VAD, VAD_WINDOW_SAMPLES\n"
+        "from gocare_voice.providers import build_vad\n"
+        "build_vad()\n"  # the worker's VAD: Silero run by livekit-local-inference
+        "v = VAD().predict(np.zeros(VAD_WINDOW_SAMPLES, dtype=np.int16))\n"
         "p = EOT().predict(np.zeros(16000, dtype=np.int16))\n"
-        "assert 0.0 <= p <= 1.0, p\n"
-        "print(f'models: Silero VAD loaded, end-of-turn model ran offline (P(end)={p:.2f})')\n"
+        "assert 0.0 <= p <= 1.0 and 0.0 <= v <= 1.0, (p, v)\n"
+        "print(f'models: Silero VAD ran (P(speech)={v:.2f}), end-of-turn model ran offline (P(end)={p:.2f})')\n"
     )
     result = run("podman", "run", "--rm", "--network", "none", "-e", "HF_HUB_OFFLINE=1", "--entrypoint", "python3",
                  stack.image, "-c", probe, timeout=120)
