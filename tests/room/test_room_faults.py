@@ -154,8 +154,14 @@ async def test_twenty_clients_flooding_one_room_leave_the_other_rooms_call_alone
         worker_turns = re.findall(r"turn latency \(room=%s\): ([0-9.]+) s" % re.escape(room_name + "-quiet"),
                                   worker.process.log_text())
         print(f"flood: quiet room's turn {baseline:.2f} s before, {during:.2f} s during; worker: {worker_turns}; {sent}")
-        # the other room's answer time is unaffected (a generous bound: a busy 2-core machine)
-        assert during < max(2 * baseline, baseline + 1.5), (baseline, during, "the worker's own view:", worker_turns)
+        # the other room's answer time is unaffected. The worker's own figure (end of speech -> its first audio
+        # frame, from its log) is what the flood could slow in our code; the client's also holds the SFU and this
+        # test process, which share the 2 cores with the 20 flooding clients and the other test processes: a
+        # generous bound there (seen: 2.40 s at the client while the worker measured 0.59 and 0.60 s)
+        assert len(worker_turns) == 2, worker_turns
+        worker_before, worker_during = (float(t) for t in worker_turns)
+        assert worker_during < max(2 * worker_before, worker_before + 1.0), (worker_before, worker_during)
+        assert during < max(2 * baseline, baseline + 3.0), (baseline, during, "the worker's own view:", worker_turns)
         assert sent.packets >= 100 and sent.rpc >= 100, sent  # a flood, each RPC answered "forbidden"
         assert not sent.wrong_answers, sent
         assert sent.window_rpc >= 20, sent  # and it was on while the other room's turn was measured
