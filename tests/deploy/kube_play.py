@@ -447,17 +447,24 @@ def check_no_secrets(what: str, text: str, never_logged: list[str]) -> None:
         raise Failed(f"{what}: its log holds secret number {leaked} of this run (the values are not printed)")
 
 
+def ready_pod(docs: list[dict[str, Any]], net: Network, component: str) -> tuple[dict[str, Any], str, str]:
+    """The rendered Deployment ``-<component>``'s pod as kube play ran it, once its probes pass: the pod spec,
+    the container (named ``component``) and the pod's address."""
+    deployment = find(docs, "Deployment", f"-{component}")
+    pod = f"{deployment['metadata']['name']}-pod-0"
+    spec = deployment["spec"]["template"]["spec"]
+    container = container_named(pod, component)
+    ip = pod_ip(pod, net)
+    probe_until_ready(ip, spec["containers"][0], container)
+    return spec, container, ip
+
+
 def check_token_service(docs: list[dict[str, Any]], net: Network, lk: LiveKit, jwt_secret: str,
                         config: dict[str, Any], secret: dict[str, Any]) -> None:
     import jwt
     from livekit import api
 
-    deployment = find(docs, "Deployment", "-token-service")
-    pod = f"{deployment['metadata']['name']}-pod-0"
-    spec = deployment["spec"]["template"]["spec"]
-    container = container_named(pod, "token-service")
-    ip = pod_ip(pod, net)
-    probe_until_ready(ip, spec["containers"][0], container)
+    spec, container, ip = ready_pod(docs, net, "token-service")
     check_security(container, spec["containers"][0], spec)
     check_environment(container, config, secret)
     port = spec["containers"][0]["startupProbe"]["httpGet"]["port"]
@@ -494,12 +501,7 @@ def check_token_service(docs: list[dict[str, Any]], net: Network, lk: LiveKit, j
 
 def check_worker(docs: list[dict[str, Any]], net: Network, lk: LiveKit, config: dict[str, Any],
                  secret: dict[str, Any]) -> None:
-    deployment = find(docs, "Deployment", "-worker")
-    pod = f"{deployment['metadata']['name']}-pod-0"
-    spec = deployment["spec"]["template"]["spec"]
-    container = container_named(pod, "worker")
-    ip = pod_ip(pod, net)
-    probe_until_ready(ip, spec["containers"][0], container)
+    spec, container, ip = ready_pod(docs, net, "worker")
     line = wait_for_log(container, "registered worker", timeout=180)
     say(f"worker: {line.strip()[:200]}")
     # a warm job process ran prewarm (the VAD and end-of-turn models, from the image) under the read-only root
