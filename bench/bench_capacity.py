@@ -41,22 +41,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
-import multiprocessing
 import os
 import platform
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_rooms import (ROOT, CallResult, Worker, call_in_process, pct, run_until_stopped, settle, start_stack,
-                         tree_memory, warm_process)
+from bench_rooms import (ROOT, CallResult, Worker, call_in_process, caller_pool, pct, run_until_stopped, settle,
+                         start_stack, tree_memory)
 
 SATURATED = 0.95
 """Busy share of the callers' core(s) from which the callers, not the worker, may have been the limit."""
@@ -225,19 +224,13 @@ async def run_level(worker: Worker, n: int, *, rounds: int, questions: int, stag
     busy_worker: list[float] = []
     busy_callers: list[float] = []
     tree_cores: list[float] = []  # the worker tree's own CPU while the calls ran, in cores
-    loop = asyncio.get_running_loop()
-    spawn = multiprocessing.get_context("spawn")
-    with spawn.Manager() as manager, ProcessPoolExecutor(max_workers=n, mp_context=spawn) as pool:
-        await asyncio.gather(*(loop.run_in_executor(pool, warm_process, 1.0) for _ in range(n)))
+    async with caller_pool(n) as callers:
         for round_ in range(rounds):
-            hold, arrived = manager.Event(), manager.Queue()
             ticks, tree_before, window_start = core_ticks(), sum(cpu_by_kind(worker.pgid, inference).values()), \
                 time.monotonic()
             prefix = f"c{int(time.time())}-{worker.label}-{n}-{round_}"
-            calls = [loop.run_in_executor(pool, staggered_call, stagger * i / n, worker.service_url,
-                                          f"{prefix}-{i}", arrived, hold, questions) for i in range(n)]
-            for _ in range(n):
-                await asyncio.to_thread(arrived.get)
+            live = await callers.start([functools.partial(staggered_call, stagger * i / n, worker.service_url,
+                                                          f"{prefix}-{i}", questions=questions) for i in range(n)])
             after = core_ticks()
             tree_cores.append((sum(cpu_by_kind(worker.pgid, inference).values()) - tree_before)
                               / (time.monotonic() - window_start))
@@ -247,8 +240,7 @@ async def run_level(worker: Worker, n: int, *, rounds: int, questions: int, stag
             pss, _uss, count = tree_memory(worker.pgid)  # every call of the round still in its room
             if pss > peak_pss:
                 peak_pss, procs = pss, count
-            hold.set()
-            results += await asyncio.gather(*calls)
+            results += await live.hang_up()
             await asyncio.sleep(4.0)  # the jobs end (reconnect grace 2 s) and their CPU is counted
     cpu_after = cpu_by_kind(worker.pgid, inference)
     failures = [r.error or "failed" for r in results if not r.ok]

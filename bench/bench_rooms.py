@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import signal
 import json
 import multiprocessing
@@ -40,7 +41,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,6 +273,48 @@ def stage_summary(turns: list[TurnTimes], records: list[dict[str, float | str]],
     return summary
 
 
+@dataclass
+class LiveRound:
+    """The calls of one round, each through its turns and waiting on ``hold`` to hang up."""
+
+    hold: Any
+    calls: list[asyncio.Future[CallResult]]
+
+    async def hang_up(self) -> list[CallResult]:
+        self.hold.set()
+        return list(await asyncio.gather(*self.calls))
+
+
+@dataclass
+class CallerPool:
+    """App users, one spawned process each (``call_in_process``): see ``caller_pool``."""
+
+    manager: Any
+    pool: ProcessPoolExecutor
+
+    async def start(self, calls: list[Callable[..., CallResult]]) -> LiveRound:
+        """Each of ``calls`` (a picklable callable taking ``arrived`` and ``hold``) in a pool process; returns once
+        every call said its turns are done, with the calls still in their rooms (the samples are taken then)."""
+        hold, arrived = self.manager.Event(), self.manager.Queue()
+        loop = asyncio.get_running_loop()
+        running = [loop.run_in_executor(self.pool, functools.partial(call, arrived=arrived, hold=hold))
+                   for call in calls]
+        for _ in calls:
+            await asyncio.to_thread(arrived.get)
+        return LiveRound(hold, running)
+
+
+@contextlib.asynccontextmanager
+async def caller_pool(n: int) -> AsyncIterator[CallerPool]:
+    """``n`` caller processes (spawned and warmed up before any call: their start-up is not the agents' latency)
+    and the manager whose events and queues they share. Shared by bench_capacity.py."""
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Manager() as manager, ProcessPoolExecutor(max_workers=n, mp_context=spawn) as pool:
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(pool, warm_process, 1.0) for _ in range(n)))
+        yield CallerPool(manager, pool)
+
+
 async def run_level(n: int, *, label: str, service_url: str, worker_pgid: int, prefix: str,
                     turn_log: Path | None = None, providers: object | None = None, rounds: int = 1) -> dict[str, object]:
     """``rounds`` times N concurrent calls (one round after the other): more turns per percentile; the memory
@@ -281,22 +324,15 @@ async def run_level(n: int, *, label: str, service_url: str, worker_pgid: int, p
     results: list[CallResult] = []
     peak_pss = peak_uss = 0.0
     procs = 0
-    loop = asyncio.get_running_loop()
-    spawn = multiprocessing.get_context("spawn")
-    with spawn.Manager() as manager, ProcessPoolExecutor(max_workers=n, mp_context=spawn) as pool:
-        await asyncio.gather(*(loop.run_in_executor(pool, warm_process, 1.0) for _ in range(n)))
+    async with caller_pool(n) as callers:
         for round_ in range(rounds):
-            hold, arrived = manager.Event(), manager.Queue()
-            calls = [loop.run_in_executor(pool, call_in_process, service_url, f"{prefix}-{label}-{n}-{round_}-{i}",
-                                          arrived, hold) for i in range(n)]
-            for _ in range(n):
-                await asyncio.to_thread(arrived.get)
+            live = await callers.start(
+                [functools.partial(call_in_process, service_url, f"{prefix}-{label}-{n}-{round_}-{i}") for i in range(n)])
             await asyncio.sleep(1.0)
             pss, uss, count = tree_memory(worker_pgid)  # every call of the round still in its room
             if pss > peak_pss:
                 peak_pss, peak_uss, procs = pss, uss, count
-            hold.set()
-            results += await asyncio.gather(*calls)
+            results += await live.hang_up()
             if round_ + 1 < rounds:
                 await asyncio.sleep(3.0)  # the jobs end (reconnect grace 2 s), the pool refills
                 await settle()
@@ -351,11 +387,8 @@ def start_stack(cleanup: contextlib.ExitStack, *, binary: str, network: Any, log
                 tts_latency: float, idle_processes: str, variant_specs: list[str]) -> Stack:
     """livekit-server, the scripted providers, our worker, one worker per ``LABEL:KEY=VALUE,...`` spec and the bare
     agent, each with a token service of its own; everything stopped by ``cleanup``. Shared by bench_capacity.py."""
-    import subprocess
-
-    from conftest import USERS, Providers, _clean_env, start_token_service, start_worker
+    from conftest import Providers
     from harness.livekit_server import start_server
-    from harness.processes import ManagedProcess, free_port
     from scripted.deepgram_server import ScriptedDeepgramServer
     from scripted.openai_server import Reply, ScriptedOpenAIServer
     from scripted.speech_server import ScriptedSpeechServer
@@ -378,47 +411,71 @@ def start_stack(cleanup: contextlib.ExitStack, *, binary: str, network: Any, log
     deepgram = ScriptedDeepgramServer(api_key="dg-room-tests", live_transcriber=transcribe_by_length).start()
     cleanup.callback(deepgram.stop)
     providers = Providers(llm=llm, speech=speech, deepgram=deepgram)
+    db = add_bench_user(logs)
+    # a call the bench hung up on ends 2 s later (not the default 15 s): the next round gets the pool back
+    extra = {"GOCARE_WORKER_IDLE_PROCESSES": idle_processes, "LOG_LEVEL": "INFO",
+             "GOCARE_RECONNECT_GRACE": "2"}
+    lane = {"server": server, "providers": providers, "users_db": db, "logs": logs}
+    ours = start_our_lane(cleanup, label="ours", names="", agent="multi-assistant", extra=extra, **lane)
+    variants = []
+    for spec in variant_specs:
+        label, _, pairs = spec.partition(":")
+        env = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
+        variants.append(start_our_lane(cleanup, label=label, names=f"-{label}", agent=f"multi-assistant-{label}",
+                                       extra={**extra, **env}, **lane))
+    bare = start_bare_lane(cleanup, label="bare", server=server, providers=providers, logs=logs, extra=extra,
+                           turn_log=logs / "bare-turns.jsonl")
+    return Stack(server=server, providers=providers, ours=ours, variants=variants, bare=bare)
+
+
+def add_bench_user(logs: Path) -> str:
+    """John (the room tests' user) in a fresh SQLite directory under ``logs``; its database URL."""
+    import subprocess
+
+    from conftest import USERS, _clean_env
+
     db = f"sqlite:///{logs / 'users.db'}"
     user_id, name, _spoken, written = USERS["john"]
     subprocess.run([sys.executable, "-m", "gocare_voice", "users", "add", user_id, name, written,
                     "--database-url", db], check=True, capture_output=True, env=_clean_env({}))
-    # a call the bench hung up on ends 2 s later (not the default 15 s): the next round gets the pool back
-    extra = {"GOCARE_WORKER_IDLE_PROCESSES": idle_processes, "LOG_LEVEL": "INFO",
-             "GOCARE_RECONNECT_GRACE": "2"}
-    ours = start_worker(name="worker", livekit=server, providers=providers, users_db=db, logs=logs, extra=extra)
-    cleanup.callback(ours.process.stop)
-    ours_service = start_token_service(name="token-service", livekit=server, logs=logs, providers=providers,
-                                       extra={"GOCARE_RATE_LIMIT": "off"})
-    cleanup.callback(ours_service.process.stop)
-    variants: list[tuple[str, str, int, Path, Path]] = []
-    for spec in variant_specs:
-        label, _, pairs = spec.partition(":")
-        env = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
-        agent = f"multi-assistant-{label}"
-        variant = start_worker(name=f"worker-{label}", livekit=server, providers=providers, users_db=db,
-                               logs=logs, extra={**extra, **env, "GOCARE_AGENT_NAME": agent})
-        cleanup.callback(variant.process.stop)
-        variant_service = start_token_service(name=f"token-service-{label}", livekit=server, logs=logs,
-                                              providers=providers,
-                                              extra={"GOCARE_AGENT_NAME": agent, "GOCARE_RATE_LIMIT": "off"})
-        cleanup.callback(variant_service.process.stop)
-        variants.append((label, variant_service.url, variant.process.pid, logs / f"worker-{label}.log",
-                         logs / f"worker-{label}.log"))
-    bare_env = _clean_env({"LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
-                           "LIVEKIT_API_SECRET": server.api_secret, **providers.env(), **extra,
-                           "GOCARE_WORKER_LOAD_THRESHOLD": "inf", "BARE_AGENT_PORT": str(free_port()),
-                           "BENCH_TURN_LOG": str(logs / "bare-turns.jsonl")})
+    return db
+
+
+def start_our_lane(cleanup: contextlib.ExitStack, *, label: str, names: str, agent: str, server: Any,
+                   providers: Any, users_db: str, logs: Path, extra: dict[str, str]) -> Worker:
+    """``gocare worker start`` (settings ``extra``) and a token service dispatching its ``agent``, their processes
+    named ``worker<names>`` / ``token-service<names>``; stopped by ``cleanup``. Shared by bench_turn_taking.py."""
+    from conftest import start_token_service, start_worker
+
+    worker = start_worker(name=f"worker{names}", livekit=server, providers=providers, users_db=users_db, logs=logs,
+                          extra={**extra, "GOCARE_AGENT_NAME": agent})
+    cleanup.callback(worker.process.stop)
+    service = start_token_service(name=f"token-service{names}", livekit=server, logs=logs, providers=providers,
+                                  extra={"GOCARE_AGENT_NAME": agent, "GOCARE_RATE_LIMIT": "off"})
+    cleanup.callback(service.process.stop)
+    log = logs / f"worker{names}.log"
+    return Worker(label, service.url, worker.process.pid, log, log)
+
+
+def start_bare_lane(cleanup: contextlib.ExitStack, *, label: str, server: Any, providers: Any, logs: Path,
+                    extra: dict[str, str], turn_log: Path) -> Worker:
+    """The stock agent (bench/bare_agent.py, its turns recorded in ``turn_log``) and a token service dispatching
+    it (``token-service-<label>``); stopped by ``cleanup``. Shared by bench_turn_taking.py."""
+    from conftest import _clean_env, start_token_service
+    from harness.processes import ManagedProcess, free_port
+
+    env = _clean_env({"LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
+                      "LIVEKIT_API_SECRET": server.api_secret, **providers.env(), **extra,
+                      "GOCARE_WORKER_LOAD_THRESHOLD": "inf", "BARE_AGENT_PORT": str(free_port()),
+                      "BENCH_TURN_LOG": str(turn_log)})
     bare = ManagedProcess("bare-agent", [sys.executable, str(ROOT / "bench" / "bare_agent.py"), "start"],
-                          log_path=logs / "bare-agent.log", env=bare_env, cwd=logs)
+                          log_path=logs / "bare-agent.log", env=env, cwd=logs)
     cleanup.callback(bare.stop)
     bare.wait_for_log(r"registered worker", timeout=120)
-    bare_service = start_token_service(name="token-service-bare", livekit=server, logs=logs, providers=providers,
-                                       extra={"GOCARE_AGENT_NAME": "bare-assistant", "GOCARE_RATE_LIMIT": "off"})
-    cleanup.callback(bare_service.process.stop)
-    return Stack(server=server, providers=providers,
-                 ours=Worker("ours", ours_service.url, ours.process.pid, logs / "worker.log", logs / "worker.log"),
-                 variants=[Worker(*v) for v in variants],
-                 bare=Worker("bare", bare_service.url, bare.pid, logs / "bare-turns.jsonl", logs / "bare-agent.log"))
+    service = start_token_service(name=f"token-service-{label}", livekit=server, logs=logs, providers=providers,
+                                  extra={"GOCARE_AGENT_NAME": "bare-assistant", "GOCARE_RATE_LIMIT": "off"})
+    cleanup.callback(service.process.stop)
+    return Worker(label, service.url, bare.pid, turn_log, logs / "bare-agent.log")
 
 
 async def main() -> int:

@@ -434,8 +434,8 @@ def main() -> int:
             print(f"{tool} is not installed (apt-get install {tool}): the corpus speaks with it", file=sys.stderr)
             return 2
 
-    from conftest import DEEPGRAM_KEY, USERS, Providers, _clean_env, start_token_service, start_worker
-    from harness.processes import ManagedProcess, free_port
+    from bench_rooms import add_bench_user, start_bare_lane, start_our_lane
+    from conftest import DEEPGRAM_KEY, Providers
     from scripted.openai_server import Reply, Rule, ScriptedOpenAIServer, ToolCall
     from scripted.speech_server import ScriptedSpeechServer
 
@@ -467,10 +467,7 @@ def main() -> int:
         speech = ScriptedSpeechServer(api_key="tts-room-tests", delay=args.tts_latency,
                                       words_per_minute=AGENT_WORDS_PER_MINUTE).start()
         cleanup.callback(speech.stop)
-        db = f"sqlite:///{logs / 'users.db'}"
-        user_id, name, _spoken, written = USERS["john"]
-        subprocess.run([sys.executable, "-m", "gocare_voice", "users", "add", user_id, name, written,
-                        "--database-url", db], check=True, capture_output=True, env=_clean_env({}))
+        db = add_bench_user(logs)
         audio_file = logs / "audio.pickle"
         renderer = threading.Thread(target=render_all, args=(plan, audio_file), name="render", daemon=True)
         renderer.start()
@@ -492,30 +489,14 @@ def main() -> int:
             deepgram_url = conn.recv()
             providers = Providers(llm=llm, speech=speech, deepgram=_Url(deepgram_url))  # type: ignore[arg-type]
             if label == "stock":
-                turn_log = logs / "stock-turns.jsonl"
-                bare_env = _clean_env({"LIVEKIT_URL": server.url, "LIVEKIT_API_KEY": server.api_key,
-                                       "LIVEKIT_API_SECRET": server.api_secret, **providers.env(), **extra,
-                                       "GOCARE_WORKER_LOAD_THRESHOLD": "inf", "BARE_AGENT_PORT": str(free_port()),
-                                       "BENCH_TURN_LOG": str(turn_log)})
-                bare = ManagedProcess("bare-agent", [sys.executable, str(ROOT / "bench" / "bare_agent.py"), "start"],
-                                      log_path=logs / "bare-agent.log", env=bare_env, cwd=logs)
-                cleanup.callback(bare.stop)
-                bare.wait_for_log(r"registered worker", timeout=120)
-                service = start_token_service(name="token-service-stock", livekit=server, logs=logs,
-                                              providers=providers,
-                                              extra={"GOCARE_AGENT_NAME": "bare-assistant", "GOCARE_RATE_LIMIT": "off"})
-                setups.append({"service_url": service.url, "worker_log": str(turn_log), "checks_number": False})
+                lane = start_bare_lane(cleanup, label="stock", server=server, providers=providers, logs=logs,
+                                       extra=extra, turn_log=logs / "stock-turns.jsonl")
             else:
                 agent = "multi-assistant" if label == "ours" else f"multi-assistant-{label}"
-                worker = start_worker(name=f"worker-{label}", livekit=server, providers=providers, users_db=db,
-                                      logs=logs, extra={**extra, **env, "GOCARE_AGENT_NAME": agent})
-                cleanup.callback(worker.process.stop)
-                service = start_token_service(name=f"token-service-{label}", livekit=server, logs=logs,
-                                              providers=providers,
-                                              extra={"GOCARE_AGENT_NAME": agent, "GOCARE_RATE_LIMIT": "off"})
-                setups.append({"service_url": service.url, "worker_log": str(logs / f"worker-{label}.log"),
-                               "checks_number": True})
-            cleanup.callback(service.process.stop)
+                lane = start_our_lane(cleanup, label=label, names=f"-{label}", agent=agent, server=server,
+                                      providers=providers, users_db=db, logs=logs, extra={**extra, **env})
+            setups.append({"service_url": lane.service_url, "worker_log": str(lane.turn_log),
+                           "checks_number": label != "stock"})
         time.sleep(5)  # the workers' warm processes are ready
         renderer.join()
         if not audio_file.exists():
